@@ -1,0 +1,32 @@
+# medsynth: `make demo` and `make test` each set up .venv first (a quick no-op once it exists).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.medsynth-installed
+DEMO_DIR ?= demo_out
+export WANDB_MODE ?= offline
+export PYTHONHASHSEED ?= 0
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test]"
+	@touch $(STAMP)
+	@echo "setup done: $(VENV) ($$($(PY) -c 'import torch; print("torch", torch.__version__)'))"
+
+demo: setup
+	$(VENV)/bin/medsynth demo --out $(DEMO_DIR)
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider
+
+bench: setup
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(DEMO_DIR) wandb lightning_logs .pytest_cache

@@ -1,0 +1,80 @@
+"""Augmentation of volume samples with MONAI, applied identically to every image and mask of a sample.
+
+Tile augmentation (flips, rot90, stain jitter) lives in :mod:`data.tile_transforms`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+from monai.transforms import Compose, Rand2DElasticd, Rand3DElasticd, RandFlipd, RandRotated
+
+
+class VolumeAugment:
+    """Random flips, rotations and elastic deformation of a sample dict, the same for all its keys.
+
+    Images are interpolated bilinearly, masks with nearest neighbour so they stay 0/1. Outside the field of
+    view the border value is repeated (air stays air at -1). Seeded per sample by
+    :class:`data.volume_datasets.VolumeDataset` through :meth:`set_random_state`.
+
+    Args:
+        image_keys: keys of [-1, 1] images in the sample.
+        mask_keys: keys of 0/1 masks (``body_mask`` and e.g. ``lesion_mask``).
+        spatial_dims: 2 for slices / 2.5D stacks, 3 for patches.
+        flip_prob: probability of a flip along each in-plane axis.
+        rotate_deg: maximum rotation in degrees (in-plane; about every axis in 3D).
+        rotate_prob: probability of a rotation.
+        elastic_prob: probability of an elastic deformation (0 disables it).
+        elastic_sigma: smoothness of the deformation field in voxels (2D) or its spacing (3D).
+        elastic_magnitude: displacement magnitude in voxels.
+    """
+
+    def __init__(
+        self,
+        *,
+        image_keys: Sequence[str],
+        mask_keys: Sequence[str] = ("body_mask",),
+        spatial_dims: int = 2,
+        flip_prob: float = 0.5,
+        rotate_deg: float = 10.0,
+        rotate_prob: float = 0.3,
+        elastic_prob: float = 0.0,
+        elastic_sigma: float = 8.0,
+        elastic_magnitude: float = 2.0,
+    ) -> None:
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+        keys = list(image_keys) + list(mask_keys)
+        modes = ["bilinear"] * len(image_keys) + ["nearest"] * len(mask_keys)
+        self.keys = keys
+        self.mask_keys = list(mask_keys)
+        rad = math.radians(rotate_deg)
+        ts: list[Any] = [RandFlipd(keys=keys, prob=flip_prob, spatial_axis=a) for a in range(spatial_dims if spatial_dims == 2 else 2)]
+        if rotate_prob > 0 and rotate_deg > 0:
+            rng3 = dict(range_y=rad, range_z=rad) if spatial_dims == 3 else {}
+            ts.append(RandRotated(keys=keys, range_x=rad, prob=rotate_prob, mode=modes, padding_mode="border",
+                                  keep_size=True, **rng3))
+        if elastic_prob > 0:
+            if spatial_dims == 2:
+                ts.append(Rand2DElasticd(keys=keys, spacing=(elastic_sigma, elastic_sigma), magnitude_range=(0, elastic_magnitude),
+                                         prob=elastic_prob, mode=modes, padding_mode="border"))
+            else:
+                ts.append(Rand3DElasticd(keys=keys, sigma_range=(elastic_sigma, elastic_sigma + 1),
+                                         magnitude_range=(0, elastic_magnitude), prob=elastic_prob, mode=modes,
+                                         padding_mode="border"))
+        self.compose = Compose(ts)
+
+    def set_random_state(self, seed: int) -> "VolumeAugment":
+        """Seed every random transform (called once per sample for reproducibility across workers)."""
+        self.compose.set_random_state(seed=seed)
+        return self
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        """Augment the tensors of ``sample`` in place of the originals; other entries pass through."""
+        out = dict(self.compose({k: v for k, v in sample.items()}))
+        for k in self.keys:
+            v = out[k]
+            v = v.as_tensor() if hasattr(v, "as_tensor") else torch.as_tensor(v)
+            out[k] = (v > 0.5).float() if k in self.mask_keys else v.float().clamp(-1.0, 1.0)
+        return out

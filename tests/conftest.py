@@ -1,0 +1,28 @@
+"""Shared fixtures: small phantom patients on disk (written with nibabel directly, not the project's writers)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nibabel as nib
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+SMALL_SHAPE = (64, 56, 24)
+
+
+@pytest.fixture(scope="session")
+def phantom_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six small patients as ``<dir>/<patient>/{ct,mr,pet,lesion_mask}.nii.gz``."""
+    from data.phantoms import make_patient
+
+    root = tmp_path_factory.mktemp("phantoms")
+    for i in range(6):
+        p = make_patient(100 + i, shape=SMALL_SHAPE, patient_id=f"p{i}")
+        d = root / p.patient_id
+        d.mkdir()
+        for key, v in (("ct", p.ct), ("mr", p.mr), ("pet", p.pet), ("lesion_mask", p.lesion_mask)):
+            nib.save(nib.Nifti1Image(v.array, v.affine), d / f"{key}.nii.gz")
+    return root
