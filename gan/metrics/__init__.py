@@ -1,0 +1,39 @@
+"""Metrics: image metrics in physical units with masks, SynthRAD protocols, torchmetrics trackers."""
+from gan.metrics.image import local_moments, mae, psnr, ssim, ssim_map
+from gan.metrics.synthrad import (
+    synthrad2023_metrics,
+    synthrad2023_ssim,
+    synthrad2025_metrics,
+    synthrad2025_ms_ssim,
+)
+from gan.metrics.tracker import LesionSUVMetrics, VolumeMetrics
+from gan.metrics.volume import (
+    PROTOCOLS,
+    Protocol,
+    default_data_range,
+    lesion_suv_errors,
+    metric_names,
+    volume_metric_tensors,
+    volume_metrics,
+)
+
+__all__ = [
+    "PROTOCOLS",
+    "LesionSUVMetrics",
+    "Protocol",
+    "VolumeMetrics",
+    "default_data_range",
+    "lesion_suv_errors",
+    "local_moments",
+    "mae",
+    "metric_names",
+    "psnr",
+    "ssim",
+    "ssim_map",
+    "synthrad2023_metrics",
+    "synthrad2023_ssim",
+    "synthrad2025_metrics",
+    "synthrad2025_ms_ssim",
+    "volume_metric_tensors",
+    "volume_metrics",
+]
