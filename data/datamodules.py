@@ -163,7 +163,7 @@ class VolumeTranslationDataModule(L.LightningDataModule):
             records, image_keys=image_keys, mask_keys=masks, windows=self.windows,
             mode=hp.mode if train else "3d", slices=hp.slices, patch_size=hp.patch_size if train else None,
             samples_per_volume=hp.samples_per_volume, min_foreground=hp.min_foreground if train else 0.0,
-            transform=transform, cache=self._cache(), seed=hp.seed)
+            transform=transform, cache=self._cache(), seed=hp.seed, physical_keys=[] if train else image_keys)
 
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets of the requested stage (fit, validate, test, predict)."""

@@ -227,7 +227,8 @@ class DemoManifest:
         root: the data set folder.
         patients: patient id -> {"ct", "mr", "pet", "lesion_mask", "body_mask"} file paths (relative to root).
         dicom: patient id -> CT DICOM series folder (relative), for those also written as DICOM.
-        splits: named lists of patient ids (``cyclegan_ct``/``cyclegan_mr`` are disjoint unpaired sets).
+        splits: named lists of patient ids (``train_ct``/``train_mr`` are disjoint unpaired training sets); also
+            written as ``splits.json`` for :class:`data.datamodules.VolumeTranslationDataModule`.
         slides: slide file paths (relative); each has a ``<stem>.regions.csv`` beside it.
         seed: the seed everything was generated from.
     """
@@ -275,7 +276,7 @@ def demo_splits(patient_ids: Sequence[str]) -> dict[str, list[str]]:
     n_val = max(1, len(ids) // 10)
     test, val, train = ids[-n_test:], ids[-n_test - n_val:-n_test], ids[: len(ids) - n_test - n_val]
     return {"train": train, "val": val, "test": test,
-            "cyclegan_ct": train[0::2], "cyclegan_mr": train[1::2] or train[:1]}
+            "train_ct": train[0::2], "train_mr": train[1::2] or train[:1]}
 
 
 def write_demo_dataset(
@@ -320,7 +321,7 @@ def write_demo_dataset(
             body = Volume(body_mask(p.ct.array).astype(np.float32), p.ct.affine, modality="SEG", source=f"phantom:{pid}:body")
             entry = {}
             for key, v in (("ct", p.ct), ("mr", p.mr), ("pet", p.pet), ("lesion_mask", p.lesion_mask), ("body_mask", body)):
-                rel = f"volumes/{pid}/{key}.nii.gz"
+                rel = f"volumes/{pid}/{key}.nii.gz"  # the layout VolumeTranslationDataModule reads
                 write_nifti(v, tmp / rel, provenance={"generator": "data.phantoms.make_patient", "seed": seed * 1000 + i,
                                                       "patient": pid, "kind": key})
                 entry[key] = rel
@@ -337,4 +338,5 @@ def write_demo_dataset(
             slides.append(rel)
         manifest = DemoManifest(root=out, patients=patients, dicom=dicom, splits=splits, slides=slides, seed=seed)
         atomic_write_text(tmp / "manifest.json", json.dumps(manifest.to_json(), indent=2))
+        atomic_write_text(tmp / "splits.json", json.dumps(splits, indent=2))
     return manifest

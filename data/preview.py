@@ -127,3 +127,59 @@ def _slice_with_most_lesion(pet: Volume) -> int:
     a = np.asarray(pet.array)
     body = a[:, :, : int(a.shape[2] * 0.7)]
     return int(np.argmax(body.max(axis=(0, 1)))) if body.size else a.shape[2] // 2
+
+
+def render_slides(slides: Sequence[str | Path], path: str | Path, *, mpp: float = 0.25, tile_size: int = 256,
+                  min_tissue: float = 0.5) -> Path:
+    """One row per slide: thumbnail with labelled regions | tissue mask | tile grid at ``mpp``.
+
+    Args:
+        slides: whole-slide image files.
+        path: PNG file to write.
+        mpp: microns per pixel of the tile grid drawn (0.25 = 40x).
+        tile_size: tile side in pixels at ``mpp``.
+        min_tissue: tissue fraction a tile needs to be kept.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from data.tiles import manifest_path_for, open_slide, read_regions, slide_info, tile_grid, tissue_mask
+
+    fig, axes = plt.subplots(len(slides), 3, figsize=(15, 3.6 * len(slides)), squeeze=False)
+    colours = plt.get_cmap("tab10")
+    for r, sp in enumerate(slides):
+        slide = open_slide(sp)
+        try:
+            info = slide_info(slide)
+            w0, h0 = slide.level_dimensions[0]
+            thumb = np.asarray(slide.get_thumbnail((1024, 1024)).convert("RGB"))
+            scale = thumb.shape[1] / w0
+            mask = tissue_mask(slide)
+            grid = tile_grid(slide, tile_size=tile_size, mpp=mpp, min_tissue=min_tissue, mask=mask)
+        finally:
+            slide.close()
+        ax0, ax1, ax2 = axes[r]
+        ax0.imshow(thumb)
+        ax0.set_title(f"{Path(sp).name}: {info.vendor}, {info.mpp:g} um/px, {w0}x{h0}", fontsize=8)
+        regions = read_regions(manifest_path_for(sp)) if manifest_path_for(sp).is_file() else []
+        labels = sorted({g.label for g in regions})
+        for g in regions:
+            c = colours(labels.index(g.label) % 10)
+            ax0.add_patch(Rectangle((g.x * scale, g.y * scale), g.width * scale, g.height * scale, fill=False, lw=1, ec=c))
+        for i, name in enumerate(labels):
+            ax0.plot([], [], color=colours(i % 10), label=name)
+        if labels:
+            ax0.legend(fontsize=6, loc="lower right")
+        ax1.imshow(mask.mask, cmap="gray")
+        ax1.set_title(f"tissue mask ({mask.method}, threshold {mask.threshold:.3g}, {mask.fraction:.0%} tissue)", fontsize=8)
+        ax2.imshow(thumb)
+        for t in grid:
+            ax2.add_patch(Rectangle((t.x * scale, t.y * scale), t.size0 * scale, t.size0 * scale, fill=False, lw=0.5, ec="lime"))
+        ax2.set_title(f"{len(grid)} tiles of {tile_size} px at {mpp:g} um/px (level {grid[0].level}, >= {min_tissue:.0%} tissue)",
+                      fontsize=8)
+        for ax in (ax0, ax1, ax2):
+            ax.axis("off")
+    return save_figure(fig, path)

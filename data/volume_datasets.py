@@ -96,6 +96,8 @@ class VolumeDataset(Dataset):
             seed per sample via ``set_random_state`` when it has one.
         cache: a :class:`data.cache.VolumeCache` (or its folder) so volumes are decoded once and memory-mapped.
         seed: base seed for crops, patch positions and augmentation.
+        physical_keys: image keys also returned unwindowed, in physical units, as ``<key>_phys`` (for metrics:
+            the windowed image is clipped, the reference must not be).
         max_open: how many patients' arrays each process keeps in memory (memory-mapped ones cost nothing).
     """
 
@@ -116,6 +118,7 @@ class VolumeDataset(Dataset):
         transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         cache: Any = None,
         seed: int = 0,
+        physical_keys: Sequence[str] = (),
         max_open: int = 32,
     ) -> None:
         if not records:
@@ -144,6 +147,10 @@ class VolumeDataset(Dataset):
         self.transform = transform
         self.cache = cache
         self.seed = seed
+        unknown = set(physical_keys) - set(image_keys)
+        if unknown:
+            raise ValueError(f"physical_keys {sorted(unknown)} are not image keys {list(image_keys)}")
+        self.physical_keys = list(physical_keys)
         self.epoch = 0
         self.max_open = max_open
         self._open: OrderedDict[int, _Loaded] = OrderedDict()
@@ -221,6 +228,7 @@ class VolumeDataset(Dataset):
         rng = self._rng(i)
         raw: dict[str, np.ndarray] = {k: loaded.volumes[k] for k in self.image_keys + self.mask_keys}
         raw["body_mask"] = loaded.body
+        raw.update({f"{k}_phys": loaded.volumes[k] for k in self.physical_keys})
         if self.mode == "3d":
             pieces = {k: a[None] for k, a in raw.items()}  # views: a memory-mapped volume is not read yet
         else:
@@ -233,6 +241,8 @@ class VolumeDataset(Dataset):
         for k, a in pieces.items():
             if k in self.image_keys:
                 a, fill = to_unit(np.asarray(a, dtype=np.float32), loaded.params[k]), -1.0
+            elif k.endswith("_phys"):
+                a, fill = np.asarray(a, dtype=np.float32), float(loaded.params[k[:-5]].low)
             else:
                 a, fill = (np.asarray(a) > 0.5).astype(np.float32), 0.0
             if any(p != (0, 0) for p in pads):
@@ -254,7 +264,7 @@ class VolumeDataset(Dataset):
         ks = np.clip(np.arange(k - half, k + half + 1), 0, n - 1)  # edge slices repeat at the volume ends
         out = {}
         for key, a in arrays.items():
-            idx = ks if key in self.image_keys else np.array([k])
+            idx = ks if (key in self.image_keys or key.endswith("_phys")) else np.array([k])
             out[key] = np.moveaxis(np.take(a, idx, axis=self.slice_axis), self.slice_axis, 0)
         return out
 

@@ -1,4 +1,20 @@
 """Metrics: image metrics in physical units with masks, SynthRAD protocols, torchmetrics trackers."""
+from gan.metrics.features import (
+    FIDInceptionV3,
+    FIDProtocol,
+    ModuleExtractor,
+    TorchvisionInceptionExtractor,
+    extract_features,
+)
+from gan.metrics.fid import (
+    FeatureStats,
+    FIDResult,
+    FrechetInceptionDistance,
+    KernelInceptionDistance,
+    KIDResult,
+    fid_from_stats,
+)
+from gan.metrics.frechet import frechet_distance, kid
 from gan.metrics.image import local_moments, mae, psnr, ssim, ssim_map
 from gan.metrics.synthrad import (
     synthrad2023_metrics,
@@ -18,6 +34,19 @@ from gan.metrics.volume import (
 )
 
 __all__ = [
+    "FIDInceptionV3",
+    "FIDProtocol",
+    "FIDResult",
+    "FeatureStats",
+    "FrechetInceptionDistance",
+    "KIDResult",
+    "KernelInceptionDistance",
+    "ModuleExtractor",
+    "TorchvisionInceptionExtractor",
+    "extract_features",
+    "fid_from_stats",
+    "frechet_distance",
+    "kid",
     "PROTOCOLS",
     "LesionSUVMetrics",
     "Protocol",

@@ -86,6 +86,6 @@ def test_demo_splits_are_disjoint():
     s = P.demo_splits(ids)
     assert not set(s["train"]) & set(s["val"]) and not set(s["train"]) & set(s["test"]) and not set(s["val"]) & set(s["test"])
     assert set(s["train"]) | set(s["val"]) | set(s["test"]) == set(ids)
-    assert not set(s["cyclegan_ct"]) & set(s["cyclegan_mr"])
+    assert not set(s["train_ct"]) & set(s["train_mr"]) and set(s["train_ct"]) | set(s["train_mr"]) == set(s["train"])
     with pytest.raises(ValueError, match="at least 4"):
         P.demo_splits(ids[:3])
