@@ -13,6 +13,7 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
 from data.errors import VolumeError
+from data.loading import ResumableDataLoader
 from data.intensity import CTWindow, MRPercentileWindow, PETWindow, Window
 from data.transforms import VolumeAugment
 from data.volume_datasets import IMAGE_MODALITIES, PatientRecord, UnpairedDataset, VolumeDataset, find_patients
@@ -210,14 +211,19 @@ class VolumeTranslationDataModule(L.LightningDataModule):
         if name not in self._datasets:
             raise RuntimeError(f"no {name} data: call setup() first or check the splits of {self.data_dir}")
         nw = self.hparams.num_workers
-        return DataLoader(self._datasets[name], batch_size=batch_size, shuffle=shuffle, num_workers=nw,
-                          persistent_workers=nw > 0, drop_last=shuffle and len(self._datasets[name]) > batch_size)
+        return ResumableDataLoader(self._datasets[name], batch_size=batch_size, shuffle=shuffle, seed=self.hparams.seed,
+                                   progress=self._progress if shuffle else None, num_workers=nw,
+                                   persistent_workers=nw > 0, drop_last=shuffle and len(self._datasets[name]) > batch_size)
+
+    def _progress(self) -> tuple[int, int]:
+        t = self.trainer
+        if t is None:
+            return 0, 0
+        return t.current_epoch, t.fit_loop.epoch_loop.batch_progress.current.processed
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled slices/patches; partners (unpaired) and augmentation are seeded per epoch."""
-        ds = self._datasets.get("train")
-        if ds is not None and self.trainer is not None:
-            ds.set_epoch(self.trainer.current_epoch)
+        """Shuffled slices/patches; order, crops, partners and augmentation are functions of (seed, epoch), and
+        the loader's position is saved in checkpoints, so a mid-epoch resume continues exactly."""
         return self._loader("train", batch_size=self.hparams.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from data.errors import VolumeError
+from data.loading import split_item
 from data.intensity import Window, WindowParams, default_window, to_unit
 from data.masks import body_mask
 from data.volumes import Volume, load_volume
@@ -219,13 +220,12 @@ class VolumeDataset(Dataset):
         return len(self.index)
 
     # -- sampling ----------------------------------------------------------------------------------
-    def _rng(self, i: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, self.epoch, i])
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any]:
+        """Sample ``item``: an index (current epoch) or an ``(index, epoch)`` pair from :class:`data.loading.EpochSampler`."""
+        i, epoch = split_item(item, self.epoch)
         r, pos = self.index[i]
         loaded = self._load(r)
-        rng = self._rng(i)
+        rng = np.random.default_rng([self.seed, epoch, i])
         raw: dict[str, np.ndarray] = {k: loaded.volumes[k] for k in self.image_keys + self.mask_keys}
         raw["body_mask"] = loaded.body
         raw.update({f"{k}_phys": loaded.volumes[k] for k in self.physical_keys})
@@ -316,9 +316,11 @@ class UnpairedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.a)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        j = int(np.random.default_rng([self.seed, self.epoch, i, 1]).integers(len(self.b)))
-        sa, sb = self.a[i], self.b[j]
+    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any]:
+        """Sample ``item`` (index or ``(index, epoch)``) of ``a`` with a seeded partner from ``b``."""
+        i, epoch = split_item(item, self.epoch)
+        j = int(np.random.default_rng([self.seed, epoch, i, 1]).integers(len(self.b)))
+        sa, sb = self.a[(i, epoch)], self.b[(j, epoch)]
         out = {k: v for k, v in sa.items() if k not in ("patient", "window", "slice", "body_mask")}
         out.update({k: v for k, v in sb.items() if k not in ("patient", "window", "slice", "body_mask")})
         out["body_mask_a"], out["body_mask_b"] = sa["body_mask"], sb["body_mask"]
