@@ -91,7 +91,17 @@ class SamplePanels(Callback):
 
 class CheckpointWithMetrics(ModelCheckpoint):
     """``ModelCheckpoint`` that writes ``<checkpoint>.metrics.json`` (logged metrics, epoch, step) beside each file,
-    for people without W&B."""
+    for people without W&B, and (with ``save_last=True``) refreshes ``last.ckpt`` after every validation, not only
+    when a new best is saved, so ``--ckpt_path last.ckpt`` always resumes from the latest epoch."""
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Save top-k as usual, then the latest state as ``last`` when the parent did not just write it."""
+        super().on_validation_end(trainer, pl_module)
+        if (self.save_last is True and not self._should_skip_saving_checkpoint(trainer)
+                and not self._should_save_on_train_epoch_end(trainer)
+                and self._last_global_step_saved != trainer.global_step):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            self._last_global_step_saved = trainer.global_step
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         super()._save_checkpoint(trainer, filepath)

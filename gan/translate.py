@@ -44,7 +44,9 @@ def load_translation_model(ckpt: str | Path, map_location: str = "cpu") -> Trans
     if not meta or meta.get("family") not in FAMILIES:
         raise ValueError(f"{path}: not a medsynth translation checkpoint (no CycleGAN/Pix2Pix metadata); "
                          "use a checkpoint written by `medsynth fit` with one of those models")
-    model = FAMILIES[meta["family"]](**state["hyper_parameters"])
+    # LightningCLI adds bookkeeping keys such as "_class_path" to the hyperparameters
+    hparams = {k: v for k, v in state["hyper_parameters"].items() if not k.startswith("_")}
+    model = FAMILIES[meta["family"]](**hparams)
     model.load_state_dict(state["state_dict"])
     model.eval()
     return model

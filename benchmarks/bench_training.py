@@ -1,0 +1,162 @@
+"""Training throughput of the Lightning modules vs a plain PyTorch loop with the same nets, losses and optimisers.
+
+Both run in the same process on the same in-memory batches (random tensors in [-1, 1], so data loading is not
+measured), after a warm-up. Prints images/s of each, the ratio Lightning / plain (target: Lightning's overhead
+<= 10%, i.e. ratio >= 0.9) and peak memory (CUDA: max allocated; CPU: process max RSS).
+
+    python benchmarks/bench_training.py [--model cyclegan|pix2pix|both] [--size 64] [--batch 4] [--steps 30] [--device cpu]
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gan.losses import cycle_loss, l1_loss  # noqa: E402
+from gan.models import CycleGAN, Pix2Pix  # noqa: E402
+
+
+class Batches(Dataset):
+    """Fixed random samples shaped like the datamodule's (keys by modality, window dicts)."""
+
+    def __init__(self, n: int, size: int, keys: tuple[str, str]) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.items = [{k: torch.rand(1, size, size, generator=g) * 2 - 1 for k in keys} for _ in range(n)]
+        for it in self.items:
+            it["body_mask"] = torch.ones(1, size, size)
+            it["window"] = {k: {"low": -1024.0, "high": 3000.0, "log": False} for k in keys}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.items[i]
+
+
+def plain_cyclegan_step(m: CycleGAN, opt_g, opt_d, a: torch.Tensor, b: torch.Tensor) -> None:
+    """The CycleGAN update written as a plain loop (same nets, losses, pools, order)."""
+    hp = m.hparams
+    for p in list(m.discriminator_a.parameters()) + list(m.discriminator_b.parameters()):
+        p.requires_grad_(False)
+    fake_b, fake_a = m.generator(a), m.generator_ba(b)
+    rec_a, rec_b = m.generator_ba(fake_b), m.generator(fake_a)
+    loss_g = (m.adversarial.generator_loss(m.discriminator_b(fake_b)) + m.adversarial.generator_loss(m.discriminator_a(fake_a))
+              + hp.lambda_cycle * (cycle_loss(rec_a, a) + cycle_loss(rec_b, b)))
+    if hp.lambda_identity > 0:
+        loss_g = loss_g + hp.lambda_identity * hp.lambda_cycle * (cycle_loss(m.generator(b), b) + cycle_loss(m.generator_ba(a), a))
+    loss_g.backward()
+    opt_g.step()
+    opt_g.zero_grad(set_to_none=True)
+    for p in list(m.discriminator_a.parameters()) + list(m.discriminator_b.parameters()):
+        p.requires_grad_(True)
+    loss_d = (m.adversarial.discriminator_loss(m.discriminator_b(b), m.discriminator_b(m.pool_b.query(fake_b)))
+              + m.adversarial.discriminator_loss(m.discriminator_a(a), m.discriminator_a(m.pool_a.query(fake_a))))
+    loss_d.backward()
+    opt_d.step()
+    opt_d.zero_grad(set_to_none=True)
+
+
+def plain_pix2pix_step(m: Pix2Pix, opt_g, opt_d, x: torch.Tensor, y: torch.Tensor) -> None:
+    """The pix2pix update written as a plain loop."""
+    fake = m.generator(x)
+    loss_d = m.adversarial.discriminator_loss(m.discriminator(torch.cat([x, y], 1)), m.discriminator(torch.cat([x, fake.detach()], 1)))
+    loss_d.backward()
+    opt_d.step()
+    opt_d.zero_grad(set_to_none=True)
+    for p in m.discriminator.parameters():
+        p.requires_grad_(False)
+    loss_g = m.adversarial.generator_loss(m.discriminator(torch.cat([x, fake], 1))) + m.hparams.lambda_l1 * l1_loss(fake, y)
+    loss_g.backward()
+    opt_g.step()
+    opt_g.zero_grad(set_to_none=True)
+    for p in m.discriminator.parameters():
+        p.requires_grad_(True)
+
+
+def build(kind: str):
+    if kind == "cyclegan":
+        return CycleGAN(features=16, n_blocks=6, d_features=16), ("ct", "mr"), plain_cyclegan_step
+    return Pix2Pix(num_downs=6, features=16, d_features=16), ("ct", "pet"), plain_pix2pix_step
+
+
+def peak_memory(device: str) -> str:
+    if device.startswith("cuda"):
+        return f"{torch.cuda.max_memory_allocated() / 2**20:.0f} MiB (CUDA max allocated)"
+    return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB (process max RSS)"
+
+
+def measure(kind: str, size: int, batch: int, steps: int, device: str) -> tuple[float, float]:
+    """(plain images/s, Lightning images/s) for one model family."""
+    warm = 3
+    data = Batches((steps + warm) * batch, size, ("ct", "mr") if kind == "cyclegan" else ("ct", "pet"))
+    loader = DataLoader(data, batch_size=batch, shuffle=False)
+
+    torch.manual_seed(0)
+    m, keys, step = build(kind)
+    m = m.to(device).train()
+    (opt_g, opt_d), _ = m.configure_optimizers()
+    batches = [{k: v.to(device) for k, v in b.items() if k in keys} for b in loader]
+    for b in batches[:warm]:
+        step(m, opt_g, opt_d, b[keys[0]], b[keys[1]])
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for b in batches[warm:]:
+        step(m, opt_g, opt_d, b[keys[0]], b[keys[1]])
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    plain = steps * batch / (time.perf_counter() - t0)
+
+    class Timer(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if batch_idx == warm:
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                self.t0 = time.perf_counter()
+
+        def on_train_end(self, trainer, pl_module):
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            self.elapsed = time.perf_counter() - self.t0
+
+    torch.manual_seed(0)
+    lm, _, _ = build(kind)
+    timer = Timer()
+    trainer = L.Trainer(accelerator="gpu" if device.startswith("cuda") else "cpu", devices=1, max_epochs=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0, callbacks=[timer])
+    trainer.fit(lm, train_dataloaders=loader)
+    lightning = steps * batch / timer.elapsed
+    return plain, lightning
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    """Run the comparison and print a table; returns the ratios."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", choices=("cyclegan", "pix2pix", "both"), default="both")
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = ap.parse_args(argv)
+    kinds = ("cyclegan", "pix2pix") if args.model == "both" else (args.model,)
+    ratios = {}
+    print(f"{'model':9s} {'plain img/s':>12s} {'Lightning img/s':>16s} {'ratio':>7s}   ({args.size}px, batch {args.batch}, {args.device})")
+    for k in kinds:
+        plain, light = measure(k, args.size, args.batch, args.steps, args.device)
+        ratios[k] = light / plain
+        print(f"{k:9s} {plain:12.1f} {light:16.1f} {light / plain:7.3f}")
+    print(f"peak memory: {peak_memory(args.device)}")
+    return ratios
+
+
+if __name__ == "__main__":
+    main()
