@@ -94,12 +94,20 @@ class CheckpointWithMetrics(ModelCheckpoint):
     for people without W&B, and (with ``save_last=True``) refreshes ``last.ckpt`` after every validation, not only
     when a new best is saved, so ``--ckpt_path last.ckpt`` always resumes from the latest epoch."""
 
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Save top-k as usual (Lightning saves here when validation runs every epoch), then refresh ``last``."""
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Save top-k as usual, then the latest state as ``last`` when the parent did not just write it."""
+        """Save top-k as usual (when validation runs less often than every epoch), then refresh ``last``."""
         super().on_validation_end(trainer, pl_module)
-        if (self.save_last is True and not self._should_skip_saving_checkpoint(trainer)
-                and not self._should_save_on_train_epoch_end(trainer)
-                and self._last_global_step_saved != trainer.global_step):
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def _refresh_last(self, trainer: L.Trainer) -> None:
+        if self.save_last is True and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
             self._last_global_step_saved = trainer.global_step
 

@@ -51,3 +51,29 @@ def test_checkpoint_metrics_json_and_sample_panel(phantom_dir, tmp_path):
     img = np.asarray(Image.open(panels.last_path))
     assert img.dtype == np.uint8 and img.ndim == 2
     assert img.shape[1] > 3 * img.shape[0], "input | output | target | error side by side"
+
+
+def test_last_checkpoint_follows_the_latest_epoch_even_without_improvement(tmp_path):
+    import torch
+
+    class Worsening(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(1, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.lin(batch[0]).sum()
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val/mae", float(self.current_epoch))  # gets worse every epoch
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    dl = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(4, 1)), batch_size=2)
+    cb = CheckpointWithMetrics(dirpath=str(tmp_path), monitor="val/mae", mode="min", save_last=True, filename="best")
+    L.Trainer(max_epochs=3, logger=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[cb]).fit(
+        Worsening(), dl, dl)
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["epoch"] == 2
+    assert json.loads((tmp_path / "last.metrics.json").read_text())["epoch"] == 2
+    assert torch.load(tmp_path / "best.ckpt", weights_only=True)["epoch"] == 0
