@@ -70,8 +70,8 @@ class SamplePanels(Callback):
         self.every_n_epochs = every_n_epochs
         self.last_path: Path | None = None
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Render ``pl_module.last_panel`` (set by the module's validation step)."""
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Render ``pl_module.last_panel`` (set by the module's validation step) with this epoch's metrics."""
         p = getattr(pl_module, "last_panel", None)
         if p is None or trainer.sanity_checking or not trainer.is_global_zero or trainer.current_epoch % self.every_n_epochs:
             return
@@ -80,8 +80,10 @@ class SamplePanels(Callback):
         img = panel(pl_module.source, pl_module.target, p.get("input"), p["pred"], p["target"], err)
         out_dir = Path(trainer.log_dir or trainer.default_root_dir) / "samples"
         path = out_dir / f"epoch_{trainer.current_epoch:03d}.png"
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         write_png(img, path, provenance={"patient": str(p.get("patient")), "epoch": trainer.current_epoch,
-                                         "columns": f"{pl_module.source} | output | {pl_module.target} | abs error"})
+                                         "columns": f"{pl_module.source} | output | {pl_module.target} | abs error",
+                                         "metrics": metrics})
         self.last_path = path
         for logger in trainer.loggers:
             if hasattr(logger, "log_image"):

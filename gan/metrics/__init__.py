@@ -14,6 +14,14 @@ from gan.metrics.fid import (
     KIDResult,
     fid_from_stats,
 )
+from gan.metrics.fid_medical import (
+    ClassConditionalFID,
+    ClassConditionalKID,
+    Volume25DFID,
+    Volume25DFIDResult,
+    fid_is_biased,
+    volume_slices,
+)
 from gan.metrics.frechet import frechet_distance, kid
 from gan.metrics.image import local_moments, mae, psnr, ssim, ssim_map
 from gan.metrics.synthrad import (
@@ -34,6 +42,12 @@ from gan.metrics.volume import (
 )
 
 __all__ = [
+    "ClassConditionalFID",
+    "ClassConditionalKID",
+    "Volume25DFID",
+    "Volume25DFIDResult",
+    "fid_is_biased",
+    "volume_slices",
     "FIDInceptionV3",
     "FIDProtocol",
     "FIDResult",
