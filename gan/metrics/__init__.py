@@ -30,6 +30,15 @@ from gan.metrics.synthrad import (
     synthrad2025_metrics,
     synthrad2025_ms_ssim,
 )
+from gan.metrics.memorization import (
+    CopyingVerdict,
+    MemorizationReport,
+    audit,
+    calibrate_threshold,
+    data_copying_test,
+    lpips_nearest,
+    nearest_neighbours,
+)
 from gan.metrics.tracker import LesionSUVMetrics, VolumeMetrics
 from gan.metrics.volume import (
     PROTOCOLS,
@@ -42,6 +51,13 @@ from gan.metrics.volume import (
 )
 
 __all__ = [
+    "CopyingVerdict",
+    "MemorizationReport",
+    "audit",
+    "calibrate_threshold",
+    "data_copying_test",
+    "lpips_nearest",
+    "nearest_neighbours",
     "ClassConditionalFID",
     "ClassConditionalKID",
     "Volume25DFID",
