@@ -246,10 +246,19 @@ class TranslationModule(L.LightningModule):
 
     def _track_target(self, target_unit: torch.Tensor, body: torch.Tensor | None, window: dict[str, Any]) -> None:
         """Running mean of the training target inside the body, in physical units (the ``mean`` baseline)."""
-        phys = to_physical(target_unit.detach(), window_of(window))
-        m = (body > 0.5) if body is not None else torch.ones_like(phys, dtype=torch.bool)
-        self.target_sum += phys[m].sum()
-        self.target_count += m.sum()
+        y = target_unit.detach()
+        m = (body > 0.5) if body is not None else torch.ones_like(y, dtype=torch.bool)
+        if m.shape != y.shape:
+            m = m.expand_as(y)
+        for i in range(y.shape[0]):  # per sample: each may have its own window
+            low, high, log = window_of(window, i)
+            mi = m[i]
+            count = mi.sum()
+            if log:
+                self.target_sum += to_physical(y[i][mi], (low, high, log)).sum()
+            else:  # linear window: sum the unit values and convert the sum (no full-size float64 copy)
+                self.target_sum += (high - low) / 2.0 * (y[i][mi].double().sum() + count) + low * count
+            self.target_count += count
 
     def _record_windows(self, batch: dict[str, Any]) -> None:
         """Accumulate the source/target windows of a training batch (see :meth:`training_windows`)."""
@@ -258,10 +267,8 @@ class TranslationModule(L.LightningModule):
             if w is None:
                 continue
             n = batch[key].shape[0]
-            for i in range(n):
-                low, high, log = window_of(w, i)
-                self.window_sums[row] += torch.tensor([low, high, float(log), 1.0], dtype=torch.float64,
-                                                      device=self.window_sums.device)
+            stats = [torch.as_tensor(w[name], dtype=torch.float64).reshape(-1).expand(n).sum() for name in ("low", "high", "log")]
+            self.window_sums[row] += torch.stack(stats + [torch.tensor(float(n), dtype=torch.float64)]).to(self.window_sums.device)
 
     def training_windows(self) -> dict[str, tuple[float, float, bool]]:
         """Mean (low, high, log) window of the source and target keys seen in training."""
