@@ -2,6 +2,7 @@
 
 * ``medsynth fit|validate|test|predict --config experiments/X.yaml [--ckpt_path last.ckpt]``: LightningCLI
   (any ``--model.*``/``--data.*``/``--trainer.*`` argument; ``--print_config`` shows the resolved config).
+* ``medsynth evaluate --real DIR --fake DIR --metrics fid,kid,memorization|mae,psnr,ssim --out REPORT_DIR``.
 * ``medsynth translate --ckpt C --input CT.nii.gz|DICOM_DIR --output out.nii.gz [--dicom-out DIR]``.
 * ``medsynth demo-data --out DIR``: the deterministic demo data set (patients, DICOM series, slides).
 * ``medsynth preview --data DIR --out PNG``: CT | MR | PET slices and slide thumbnails with tissue mask and tile grid.
@@ -50,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     for name in LIGHTNING_COMMANDS:
         sub.add_parser(name, help=f"LightningCLI {name} (see `medsynth {name} --help`)", add_help=False)
+
+    sub.add_parser("evaluate", help="FID/KID/memorization on image sets or paired-volume metrics (see `medsynth evaluate --help`)",
+                   add_help=False)
 
     t = sub.add_parser("translate", help="translate a volume with a trained checkpoint")
     t.add_argument("--ckpt", required=True, type=Path, help="checkpoint (.ckpt) of a CycleGAN or Pix2Pix run")
@@ -153,6 +157,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if argv and argv[0] in LIGHTNING_COMMANDS:
         run_lightning_cli(argv)
+        return 0
+    if argv and argv[0] == "evaluate":
+        from gan import evaluate
+
+        parser = evaluate.build_parser(argparse.ArgumentParser(prog="medsynth evaluate", description=evaluate.__doc__))
+        evaluate.run(parser.parse_args(argv[1:]))
         return 0
     args = _parser().parse_args(argv)
     if args.command == "demo-data":
