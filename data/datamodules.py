@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import lightning as L
-import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
 from data.errors import VolumeError
 from data.loading import ResumableDataLoader
+from data.splits import split_items
 from data.intensity import CTWindow, MRPercentileWindow, PETWindow, Window
 from data.transforms import VolumeAugment
 from data.volume_datasets import IMAGE_MODALITIES, PatientRecord, UnpairedDataset, VolumeDataset, find_patients
@@ -30,14 +30,7 @@ def split_patients(ids: Sequence[str], *, val_fraction: float, test_fraction: fl
         test_fraction: fraction for test (at least one patient when > 0).
         seed: shuffling seed.
     """
-    ids = sorted(ids)
-    order = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
-    n_test = max(1, round(test_fraction * len(ids))) if test_fraction > 0 else 0
-    n_val = max(1, round(val_fraction * len(ids))) if val_fraction > 0 else 0
-    if n_test + n_val >= len(ids):
-        raise ValueError(f"{len(ids)} patients cannot be split into val={n_val}, test={n_test} and a non-empty train set")
-    return {"test": sorted(order[:n_test]), "val": sorted(order[n_test:n_test + n_val]),
-            "train": sorted(order[n_test + n_val:])}
+    return split_items(list(ids), val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, unit="patient")
 
 
 class VolumeTranslationDataModule(L.LightningDataModule):

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from data.errors import SlideError
+from data.splits import split_items
 from data.tile_transforms import TileAugment
 from data.tiles import TileDataset, discover_classes, mpp_from_magnification
 
@@ -47,24 +48,13 @@ def split_slides(slides: Sequence[Path], *, val_fraction: float, test_fraction: 
         test_fraction: fraction for test (at least one slide when > 0).
         seed: shuffling seed.
     """
-    for name, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0.0 <= f < 1.0:
-            raise ValueError(f"{name} must be in [0, 1), got {f}")
-    ordered = sorted(Path(s) for s in slides)
-    perm = [ordered[i] for i in np.random.default_rng(seed).permutation(len(ordered))]
-    n_test = max(1, round(test_fraction * len(ordered))) if test_fraction > 0 else 0
-    n_val = max(1, round(val_fraction * len(ordered))) if val_fraction > 0 else 0
-    if n_test + n_val >= len(ordered):
-        raise SlideError(
-            None,
-            f"{len(ordered)} slide(s) cannot be split by slide into val={n_val}, test={n_test} and a non-empty train "
-            f"set (val_fraction={val_fraction}, test_fraction={test_fraction}); add slides or lower the fractions",
-        )
-    return {
-        "train": sorted(perm[n_test + n_val:]),
-        "val": sorted(perm[n_test:n_test + n_val]),
-        "test": sorted(perm[:n_test]),
-    }
+    try:
+        return split_items([Path(s) for s in slides], val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                           unit="slide")
+    except ValueError as e:
+        if "cannot be split" not in str(e):
+            raise
+        raise SlideError(None, f"{e}; the split is by slide, so add slides or lower the fractions") from None
 
 
 class TileSampler(Sampler[int]):
