@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+
 
 import lightning as L
 import numpy as np
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from data.atomic import atomic_write_text
-from data.preview import CT_SOFT_TISSUE, axial, display_window, percentile_window, pet_inverted
+from data.preview import CT_SOFT_TISSUE, axial, display_window, pet_inverted
 from data.writers import write_png
 
 
@@ -139,4 +139,4 @@ def metrics_json_for(checkpoint: str | Path) -> Path:
     return Path(c[: -len(".ckpt")] + ".metrics.json" if c.endswith(".ckpt") else c + ".metrics.json")
 
 
-__all__ = ["SamplePanels", "CheckpointWithMetrics", "metrics_json_for", "panel", "display", "Any", "percentile_window"]
+__all__ = ["SamplePanels", "CheckpointWithMetrics", "metrics_json_for", "panel", "display"]

@@ -7,7 +7,6 @@ physical units and ``body_mask``.
 """
 from __future__ import annotations
 
-import math
 import random
 from typing import Any, Literal, Sequence
 
@@ -352,4 +351,4 @@ def _tensors_to_python_state(d: dict[str, Any]) -> tuple:
     return (d["version"], tuple(int(v) for v in d["internal"].tolist()), d["gauss"])
 
 
-__all__ = ["TranslationModule", "linear_decay", "DEFAULT_EVAL_WINDOWS", "math"]
+__all__ = ["TranslationModule", "linear_decay", "DEFAULT_EVAL_WINDOWS"]

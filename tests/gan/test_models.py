@@ -47,7 +47,7 @@ def test_image_pool_returns_history_and_restores_exactly():
     imgs = [torch.full((1, 1, 2, 2), float(i)) for i in range(10)]
     for i in range(3):
         assert torch.equal(pool.query(imgs[i]), imgs[i])  # filling up: returned as is
-    outs = [pool.query(imgs[i]).item() if False else pool.query(imgs[i])[0, 0, 0, 0].item() for i in range(3, 10)]
+    outs = [pool.query(imgs[i])[0, 0, 0, 0].item() for i in range(3, 10)]
     assert any(o < 3 for o in outs), "some queries return older images"
     state = pool.state_dict()
     clone = ImagePool(3, seed=99)
@@ -184,7 +184,8 @@ def test_translate_cli_keeps_geometry_and_refuses_wrong_direction(phantom_dir, t
     np.testing.assert_array_equal(a.affine, b.affine)
     assert a.shape == b.shape and b.get_fdata().std() > 0
     prov = json.loads(out.with_name("mr.json").read_text())
-    assert prov["provenance"]["direction"] == "ct->mr" if "provenance" in prov else prov["direction"] == "ct->mr"
+    assert prov["provenance"]["direction"] == "ct->mr" and prov["provenance"]["synthetic"] is True
+    assert prov["affine"] == a.affine.tolist()
     # DICOM output is marked derived
     import pydicom
 
