@@ -55,6 +55,8 @@ class CycleGAN(TranslationModule):
         eval_window: evaluation window in physical units; None = modality default.
         baseline: ``"copy"`` or ``"mean"``.
         inference_batch: slices per forward pass at evaluation.
+        fid_weights: enables validation/test 2.5D FID with these Inception weights (see :class:`TranslationModule`).
+        fid_max_slices: slices per axis and volume for the FID.
         pool_seed: seed of the image pools.
     """
 
@@ -94,11 +96,14 @@ class CycleGAN(TranslationModule):
         baseline: Literal["copy", "mean"] = "copy",
         inference_batch: int = 16,
         pool_seed: int = 0,
+        fid_weights: str | None = None,
+        fid_max_slices: int = 32,
     ) -> None:
         super().__init__(source=source, target=target, mode=mode, slices=slices, roi_size=roi_size, lr=lr,
                          beta1=beta1, beta2=beta2, epochs_constant=epochs_constant, epochs_decay=epochs_decay,
                          ema_decay=ema_decay, eval_protocol=eval_protocol, eval_window=eval_window, baseline=baseline,
-                         inference_batch=inference_batch, pool_seed=pool_seed)
+                         inference_batch=inference_batch, pool_seed=pool_seed,
+                         fid_weights=fid_weights, fid_max_slices=fid_max_slices)
         self.save_hyperparameters()
         ch = self.in_slices
         g = dict(arch=generator_arch, spatial_dims=self.spatial_dims, in_channels=ch, out_channels=ch, features=features,

@@ -52,6 +52,8 @@ class Pix2Pix(TranslationModule):
         eval_window: evaluation window; None = modality default (PET [0, 20] SUV).
         baseline: ``"mean"`` (mean SUV image, default) or ``"copy"``.
         inference_batch: slices per forward pass at evaluation.
+        fid_weights: enables validation/test 2.5D FID with these Inception weights (see :class:`TranslationModule`).
+        fid_max_slices: slices per axis and volume for the FID.
         pool_seed: seed of the image pool.
     """
 
@@ -91,11 +93,14 @@ class Pix2Pix(TranslationModule):
         baseline: Literal["copy", "mean"] = "mean",
         inference_batch: int = 16,
         pool_seed: int = 0,
+        fid_weights: str | None = None,
+        fid_max_slices: int = 32,
     ) -> None:
         super().__init__(source=source, target=target, mode=mode, slices=slices, roi_size=roi_size, lr=lr,
                          beta1=beta1, beta2=beta2, epochs_constant=epochs_constant, epochs_decay=epochs_decay,
                          ema_decay=ema_decay, eval_protocol=eval_protocol, eval_window=eval_window, baseline=baseline,
-                         inference_batch=inference_batch, pool_seed=pool_seed)
+                         inference_batch=inference_batch, pool_seed=pool_seed,
+                         fid_weights=fid_weights, fid_max_slices=fid_max_slices)
         self.save_hyperparameters()
         self.generator = build_generator(arch=generator_arch, spatial_dims=self.spatial_dims, in_channels=self.in_slices,
                                          out_channels=1, features=features, n_blocks=n_blocks, num_downs=num_downs,

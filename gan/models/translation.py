@@ -56,6 +56,10 @@ class TranslationModule(L.LightningModule):
             ``"mean"`` (mean training target value inside the body, e.g. the mean SUV image for PET).
         inference_batch: slices per forward pass when translating a volume.
         pool_seed: seed of the image pools.
+        fid_weights: enables 2.5D FID (axial/coronal/sagittal slices of the windowed output vs target volumes) at
+            validation and test: the pytorch-fid Inception weights file (or its folder, or ``"hub"`` for the torch hub
+            cache), or ``"random"`` for a seeded random Inception (smoke tests only: such scores compare with nothing).
+        fid_max_slices: evenly spaced slices per axis and volume fed to the FID extractor.
     """
 
     def __init__(
@@ -77,6 +81,8 @@ class TranslationModule(L.LightningModule):
         baseline: Literal["copy", "mean"],
         inference_batch: int,
         pool_seed: int,
+        fid_weights: str | None = None,
+        fid_max_slices: int = 32,
     ) -> None:
         super().__init__()
         if source == target:
@@ -109,8 +115,29 @@ class TranslationModule(L.LightningModule):
         # Running sums of the training windows (low, high, log, count) of source and target, so a checkpoint
         # can translate a new volume with the windows it was trained with (MR: mean of per-volume windows).
         self.register_buffer("window_sums", torch.zeros(2, 4, dtype=torch.float64))
+        extractor = self._fid_extractor(fid_weights)
+        self.val_fid = self._make_fid(extractor, fid_max_slices)
+        self.test_fid = self._make_fid(extractor, fid_max_slices)
         self.last_panel: dict[str, np.ndarray] | None = None
         self.ema: EMA | None = None
+
+    @staticmethod
+    def _fid_extractor(weights: str | None) -> Any:
+        if weights is None:
+            return None
+        from gan.metrics import FIDInceptionV3
+
+        if weights == "random":
+            return FIDInceptionV3(pretrained=False, seed=0)
+        return FIDInceptionV3(weights_path=None if weights == "hub" else weights)
+
+    @staticmethod
+    def _make_fid(extractor: Any, max_slices: int) -> Any:
+        if extractor is None:
+            return None
+        from gan.metrics import Volume25DFID
+
+        return Volume25DFID(extractor=extractor, max_slices_per_axis=max_slices, batch_size=16, min_images_for_fid=2)
 
     # -- networks ----------------------------------------------------------------------------------
     def _init_ema(self) -> None:
@@ -196,7 +223,12 @@ class TranslationModule(L.LightningModule):
         x = batch[src]
         if x.dim() != 5 or x.shape[0] != 1:
             raise ValueError(f"evaluation expects one whole volume (1, 1, I, J, K) per batch, got {tuple(x.shape)}")
-        pred = to_physical(self.translate_volume(x), window_of(batch["window"][tgt]))[0, 0]
+        pred_unit = self.translate_volume(x)
+        pred = to_physical(pred_unit, window_of(batch["window"][tgt]))[0, 0]
+        fid = self.val_fid if stage == "val" else self.test_fid
+        if fid is not None:  # windowed target vs windowed output, both in [-1, 1]
+            fid.update(batch[tgt][0].clamp(-1, 1), real=True)
+            fid.update(pred_unit[0].clamp(-1, 1), real=False)
         target = batch[f"{tgt}_phys"][0, 0].double()
         mask = batch["body_mask"][0, 0] > 0.5
         rng = self._eval_range(batch)
@@ -230,6 +262,12 @@ class TranslationModule(L.LightningModule):
         if lesion.num_patients > 0:
             values.update({f"{stage}/lesion_{k}": v for k, v in lesion.compute().items() if not k.startswith("num_")})
         values[f"{stage}/num_patients"] = metrics.compute()["num_patients"]
+        fid = self.val_fid if stage == "val" else self.test_fid
+        if fid is not None:
+            res = fid.compute()
+            values[f"{stage}/fid_2p5d"] = torch.tensor(float(res.mean))
+            values.update({f"{stage}/fid_axis{a}": torch.tensor(float(r.value)) for a, r in res.per_axis.items()})
+            fid.reset()
         self.log_dict({k: v.float() if isinstance(v, torch.Tensor) else float(v) for k, v in values.items()},
                       prog_bar=False, sync_dist=False)
         for m in (metrics, base, lesion):

@@ -205,3 +205,24 @@ def test_translate_cli_keeps_geometry_and_refuses_wrong_direction(phantom_dir, t
     torch.save({"state_dict": {}}, bad)
     with pytest.raises(ValueError, match="not a medsynth translation checkpoint"):
         load_translation_model(bad)
+
+
+@pytest.mark.slow
+def test_validation_logs_2p5d_fid_equal_to_a_direct_metric(phantom_dir, tmp_path):
+    from gan.metrics import FIDInceptionV3, Volume25DFID
+
+    dm = _dm(phantom_dir, val_fraction=0.2)
+    model = CycleGAN(source="ct", target="mr", fid_weights="random", fid_max_slices=3, **TINY)
+    trainer = _trainer(tmp_path, limit_val_batches=1)
+    trainer.fit(model, datamodule=dm)
+    logged = trainer.callback_metrics["val/fid_2p5d"].item()
+    batch = next(iter(dm.val_dataloader()))
+    # an independent metric on the axial slices only (each axis costs a 2048x2048 matrix square root)
+    ref = Volume25DFID(extractor=FIDInceptionV3(pretrained=False, seed=0), axes=(2,), max_slices_per_axis=3,
+                       min_images_for_fid=2)
+    ref.update(batch["mr"][0].clamp(-1, 1), real=True)
+    ref.update(model.translate_volume(batch["ct"])[0].clamp(-1, 1), real=False)
+    axial = ref.compute().per_axis[2].value
+    assert trainer.callback_metrics["val/fid_axis2"].item() == pytest.approx(axial, rel=1e-4)
+    per_axis = [trainer.callback_metrics[f"val/fid_axis{a}"].item() for a in range(3)]
+    assert logged == pytest.approx(sum(per_axis) / 3, rel=1e-6)
