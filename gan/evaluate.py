@@ -28,7 +28,6 @@ import logging
 import math
 import platform
 import sys
-import warnings
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -347,28 +346,6 @@ def _feature_batches(
         yield out
 
 
-def _add_fid_features(metric: FrechetInceptionDistance, feats: Tensor, *, real: bool) -> None:
-    """Add precomputed features to a FID metric's float64 sums (what its ``update`` does after extraction).
-
-    Args:
-        metric: the metric.
-        feats: (N, dim) features under the metric's protocol and extractor.
-        real: which set.
-    """
-    f = feats.to(metric.real_sum.device, torch.float64)
-    prefix = "real" if real else "fake"
-    setattr(metric, f"{prefix}_sum", getattr(metric, f"{prefix}_sum") + f.sum(dim=0))
-    setattr(metric, f"{prefix}_outer", getattr(metric, f"{prefix}_outer") + f.T @ f)
-    setattr(metric, f"{prefix}_n", getattr(metric, f"{prefix}_n") + f.shape[0])
-
-
-def _compute(metric: Any) -> Any:
-    """``metric.compute()`` without torchmetrics' "compute before update" warning (states were filled directly)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*was called before the ``update`` method.*")
-        return metric.compute()
-
-
 def _build_extractor(kind: ExtractorKind | str, weights: PathLike | None, device: str) -> FeatureExtractor:
     """The extractor of ``--extractor`` from a local weights file (never downloaded).
 
@@ -444,7 +421,7 @@ def _distribution_report(
     fake_feats: list[Tensor] = []
     for feats in _feature_batches(fake_set, extractor, fid_protocol, batch_size, quiet):
         if fid is not None:
-            _add_fid_features(fid, feats, real=False)
+            fid.update(feats, real=False, precomputed=True)
         if keep_fake:
             fake_feats.append(feats)
     counts: dict[str, int | None] = {"fake": len(fake_set)}
@@ -453,20 +430,21 @@ def _distribution_report(
     elif fid is not None or kid is not None:
         for feats in _feature_batches(real_set, extractor, fid_protocol, batch_size, quiet):
             if fid is not None:
-                _add_fid_features(fid, feats, real=True)
+                fid.update(feats, real=True, precomputed=True)
             if kid is not None:
-                kid.real_features.append(feats)
+                kid.update(feats, real=True, precomputed=True)
         counts["real"] = len(real_set)
 
     report: dict[str, Any] = {"mode": "distribution", "feature_protocol": record}
     values: dict[str, float] = {}
     if fid is not None:
-        result = _compute(fid)
+        result = fid.compute()
         report["fid"] = {"value": result.value, "protocol": result.protocol}
         values["fid"] = result.value
     if kid is not None:
-        kid.fake_features.extend(fake_feats)
-        result = _compute(kid)
+        for feats in fake_feats:
+            kid.update(feats, real=False, precomputed=True)
+        result = kid.compute()
         report["kid"] = {"mean": result.mean, "std": result.std, "protocol": result.protocol}
         values["kid"], values["kid_std"] = result.mean, result.std
     if "memorization" in metrics:

@@ -353,16 +353,20 @@ class FrechetInceptionDistance(_ExtractorMetric):
             self.add_state(f"{prefix}_outer", torch.zeros(d, d, dtype=torch.float64), dist_reduce_fx="sum")
             self.add_state(f"{prefix}_n", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
-    def update(self, images: Tensor, real: bool) -> None:
+    def update(self, images: Tensor, real: bool, precomputed: bool = False) -> None:
         """Add a batch of real or generated images.
 
         Args:
-            images: (N, 1 or 3, H, W) float in [-1, 1] or uint8 in [0, 255].
+            images: (N, 1 or 3, H, W) float in [-1, 1] or uint8 in [0, 255]; with ``precomputed``, (N, dim)
+                features already extracted with this metric's extractor and protocol (so one extraction pass can
+                feed FID, KID and the memorization audit).
             real: True for real images, False for generated ones.
+            precomputed: ``images`` holds features.
         """
         if real and self._real_stats is not None:
             raise ValueError("this metric was given cached real_stats; update(real=True) would mix two real sets")
-        feats = self._features(images).to(self.real_sum.device, torch.float64)
+        feats = (_check_features(images, self._extractor.dim) if precomputed else self._features(images)).to(
+            self.real_sum.device, torch.float64)
         prefix = "real" if real else "fake"
         setattr(self, f"{prefix}_sum", getattr(self, f"{prefix}_sum") + feats.sum(dim=0))
         setattr(self, f"{prefix}_outer", getattr(self, f"{prefix}_outer") + feats.T @ feats)
@@ -460,14 +464,16 @@ class KernelInceptionDistance(_ExtractorMetric):
         self.add_state("real_features", [], dist_reduce_fx="cat")
         self.add_state("fake_features", [], dist_reduce_fx="cat")
 
-    def update(self, images: Tensor, real: bool) -> None:
+    def update(self, images: Tensor, real: bool, precomputed: bool = False) -> None:
         """Add a batch of real or generated images.
 
         Args:
-            images: (N, 1 or 3, H, W) float in [-1, 1] or uint8 in [0, 255].
+            images: (N, 1 or 3, H, W) float in [-1, 1] or uint8 in [0, 255]; with ``precomputed``, (N, dim)
+                features from this metric's extractor and protocol.
             real: True for real images, False for generated ones.
+            precomputed: ``images`` holds features.
         """
-        feats = self._features(images)
+        feats = _check_features(images, self._extractor.dim) if precomputed else self._features(images)
         if feats.dtype in (torch.float16, torch.bfloat16):
             feats = feats.float()
         (self.real_features if real else self.fake_features).append(feats.detach())
@@ -503,3 +509,12 @@ class KernelInceptionDistance(_ExtractorMetric):
         kept = list(self.real_features)
         super().reset()
         self.real_features = kept
+
+
+def _check_features(feats: Tensor, dim: int) -> Tensor:
+    """Validate precomputed features: a finite (N, dim) tensor."""
+    if feats.ndim != 2 or feats.shape[1] != dim:
+        raise ValueError(f"precomputed features must be (N, {dim}) for this extractor, got {tuple(feats.shape)}")
+    if not torch.isfinite(feats).all():
+        raise ValueError("precomputed features contain NaN or Inf")
+    return feats

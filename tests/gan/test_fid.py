@@ -505,3 +505,32 @@ def test_ddp_two_processes_equal_single_process(tmp_path: Path) -> None:
         assert res["n_real"] == 16
         assert res["fid"] == pytest.approx(single.compute().value, rel=1e-9)
         assert res["kid"] == pytest.approx(_mmd2_reference(fr, ff), rel=1e-6)  # subsets = whole gathered set
+
+
+def test_precomputed_features_give_the_same_fid_and_kid():
+    import torch as _torch
+
+    from gan.metrics.features import ModuleExtractor
+    from gan.metrics.fid import FrechetInceptionDistance as _FID
+    from gan.metrics.fid import KernelInceptionDistance as _KID
+
+    _torch.manual_seed(0)
+    net = _torch.nn.Sequential(_torch.nn.Conv2d(3, 8, 3, stride=2), _torch.nn.ReLU(), _torch.nn.AdaptiveAvgPool2d(1),
+                               _torch.nn.Flatten())
+    ext = ModuleExtractor(net, name="tiny", input_size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), dim=8)
+    real, fake = _torch.rand(20, 3, 32, 32) * 2 - 1, _torch.rand(20, 3, 32, 32) * 2 - 1
+    a, b = _FID(extractor=ext), _FID(extractor=ext)
+    ka, kb = _KID(extractor=ext, subsets=5, subset_size=10), _KID(extractor=ext, subsets=5, subset_size=10)
+    from gan.metrics.features import extract_features
+
+    for metric in (a, ka):
+        metric.update(real, real=True)
+        metric.update(fake, real=False)
+    fr, ff = extract_features(real, ext, "pytorch-fid"), extract_features(fake, ext, "pytorch-fid")
+    for metric in (b, kb):
+        metric.update(fr, real=True, precomputed=True)
+        metric.update(ff, real=False, precomputed=True)
+    assert b.compute().value == pytest.approx(a.compute().value, rel=1e-9)
+    assert kb.compute().mean == pytest.approx(ka.compute().mean, rel=1e-9)
+    with pytest.raises(ValueError, match=r"\(N, 8\)"):
+        b.update(_torch.zeros(3, 5), real=False, precomputed=True)
