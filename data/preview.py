@@ -27,15 +27,17 @@ def display_window(array: np.ndarray, centre: float, width: float) -> np.ndarray
     return (np.clip((np.asarray(array, dtype=np.float64) - lo) / width, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def percentile_window(array: np.ndarray, lower: float = 0.5, upper: float = 99.5) -> np.ndarray:
-    """uint8 display of an MR image between two of its percentiles.
+def percentile_window(array: np.ndarray, lower: float = 0.5, upper: float = 99.5,
+                      reference: np.ndarray | None = None) -> np.ndarray:
+    """uint8 display of an MR image between two percentiles (of the image, or of ``reference``).
 
     Args:
         array: MR values (arbitrary units).
         lower: percentile shown black.
         upper: percentile shown white.
+        reference: image whose percentiles fix the window (so an output and its target share one window).
     """
-    lo, hi = np.percentile(array, [lower, upper])
+    lo, hi = np.percentile(array if reference is None else reference, [lower, upper])
     return display_window(array, (lo + hi) / 2, max(hi - lo, 1e-6))
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
-import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from data.atomic import atomic_dir, atomic_path, atomic_write_text
+from data.cache import content_hash
 from data.dicom import REFERENCE_KEYS
 from data.errors import DataError, VolumeError
 from data.volumes import Volume, check_finite, sidecar_path
@@ -106,7 +106,7 @@ def write_nifti(volume: Volume, path: str | Path, *, provenance: dict | None = N
             "source": volume.source,
             "kind": "nifti",
             "file": path.name,
-            "sha256": _sha256(path),
+            "sha256": content_hash(path),
             "modality": volume.modality,
             "shape": list(array.shape),
             "affine": affine.tolist(),
@@ -146,7 +146,7 @@ def write_png(image: np.ndarray, path: str | Path, *, provenance: dict | None = 
             "source": str(provenance.get("source", "")),
             "kind": "png",
             "file": path.name,
-            "sha256": _sha256(path),
+            "sha256": content_hash(path),
             "shape": list(image.shape),
             "provenance": provenance,
         },
@@ -403,14 +403,6 @@ def _ds_ceil(value: float) -> float:
 
 def _is_integer(array: np.ndarray) -> bool:
     return bool(np.all(array == np.round(array)))
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _utc_now() -> str:

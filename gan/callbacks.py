@@ -12,7 +12,7 @@ import numpy as np
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from data.atomic import atomic_write_text
-from data.preview import CT_SOFT_TISSUE, axial, display_window, pet_inverted
+from data.preview import CT_SOFT_TISSUE, axial, display_window, percentile_window, pet_inverted
 from data.writers import write_png
 
 
@@ -28,9 +28,7 @@ def display(key: str, image: np.ndarray, reference: np.ndarray | None = None) ->
         return display_window(image, *CT_SOFT_TISSUE)
     if key == "pet":
         return pet_inverted(image)
-    ref = image if reference is None else reference
-    lo, hi = np.percentile(ref, [0.5, 99.5])
-    return display_window(image, (lo + hi) / 2, max(hi - lo, 1e-6))
+    return percentile_window(image, reference=reference)
 
 
 def panel(source: str, target: str, inp: np.ndarray | None, pred: np.ndarray, tgt: np.ndarray,

@@ -1,7 +1,6 @@
 """Translate a volume with a trained checkpoint and write it in physical units with the input's exact geometry."""
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,19 +10,11 @@ import torch
 from data.intensity import MRPercentileWindow, WindowParams, from_unit, to_unit
 from data.volumes import Volume, load_volume
 from data.writers import write_dicom_series, write_nifti
+from gan.metrics.features import sha256_file
 from gan.models import CycleGAN, Pix2Pix, TranslationModule
 
 FAMILIES: dict[str, type[TranslationModule]] = {"CycleGAN": CycleGAN, "Pix2Pix": Pix2Pix}
 MODALITY = {"ct": "CT", "mr": "MR", "pet": "PT"}
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file (recorded in manifests so an output traces back to its checkpoint)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_translation_model(ckpt: str | Path, map_location: str = "cpu") -> TranslationModule:
@@ -104,7 +95,7 @@ def translate_file(
     model = load_translation_model(ckpt, map_location="cpu")
     vol = load_volume(input)
     out = translate_volume(model, vol, direction=direction, device=device)
-    prov: dict[str, Any] = {"checkpoint": str(ckpt), "checkpoint_sha256": file_sha256(ckpt), "model": type(model).__name__,
+    prov: dict[str, Any] = {"checkpoint": str(ckpt), "checkpoint_sha256": sha256_file(ckpt), "model": type(model).__name__,
                             "direction": f"{model.source}->{model.target}" if direction == "forward" else f"{model.target}->{model.source}",
                             "input": str(input), "synthetic": True}
     path = write_nifti(out, output, provenance=prov)
