@@ -61,6 +61,8 @@ class VolumeTranslationDataModule(L.LightningDataModule):
         pet_log: log-compress PET before windowing.
         mr_percentiles: MR percentile normalisation (lower, upper).
         augment: flips and small rotations (MONAI) on training samples.
+        scale_prob: probability of a random isotropic zoom when augmenting (see :class:`data.transforms.VolumeAugment`).
+        scale_range: zoom factors in [1 - scale_range, 1 + scale_range].
         elastic_prob: probability of elastic deformation when augmenting.
         batch_size: training batch size.
         num_workers: DataLoader workers.
@@ -89,6 +91,8 @@ class VolumeTranslationDataModule(L.LightningDataModule):
         pet_log: bool = False,
         mr_percentiles: tuple[float, float] = (0.5, 99.5),
         augment: bool = True,
+        scale_prob: float = 0.0,
+        scale_range: float = 0.1,
         elastic_prob: float = 0.0,
         batch_size: int = 4,
         num_workers: int = 0,
@@ -152,6 +156,7 @@ class VolumeTranslationDataModule(L.LightningDataModule):
             raise VolumeError(self.data_dir, f"no patients with {image_keys} for this split")
         spatial_dims = 3 if hp.mode == "3d" else 2
         transform = VolumeAugment(image_keys=image_keys, mask_keys=["body_mask"] + masks, spatial_dims=spatial_dims,
+                                  scale_prob=hp.scale_prob, scale_range=hp.scale_range,
                                   elastic_prob=hp.elastic_prob) if (train and hp.augment) else None
         return VolumeDataset(
             records, image_keys=image_keys, mask_keys=masks, windows=self.windows,

@@ -3,6 +3,8 @@
 * ``medsynth fit|validate|test|predict --config experiments/X.yaml [--ckpt_path last.ckpt]``: LightningCLI
   (any ``--model.*``/``--data.*``/``--trainer.*`` argument; ``--print_config`` shows the resolved config).
 * ``medsynth evaluate --real DIR --fake DIR --metrics fid,kid,memorization|mae,psnr,ssim --out REPORT_DIR``.
+* ``medsynth generate --ckpt C --input DIR --out NEW_DIR --train DIR --heldout DIR``: a synthetic data set,
+  released only after a memorization audit (exit status 3 when it fails).
 * ``medsynth translate --ckpt C --input CT.nii.gz|DICOM_DIR --output out.nii.gz [--dicom-out DIR]``.
 * ``medsynth demo-data --out DIR``: the deterministic demo data set (patients, DICOM series, slides).
 * ``medsynth preview --data DIR --out PNG``: CT | MR | PET slices and slide thumbnails with tissue mask and tile grid.
@@ -52,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("evaluate", help="FID/KID/memorization on image sets or paired-volume metrics (see `medsynth evaluate --help`)",
                    add_help=False)
+
+    sub.add_parser("generate", help="synthetic data set from a checkpoint, released after a memorization audit "
+                   "(see `medsynth generate --help`)", add_help=False)
 
     t = sub.add_parser("translate", help="translate a volume with a trained checkpoint")
     t.add_argument("--ckpt", required=True, type=Path, help="checkpoint (.ckpt) of a CycleGAN or Pix2Pix run")
@@ -162,6 +167,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = evaluate.build_parser(argparse.ArgumentParser(prog="medsynth evaluate", description=evaluate.__doc__))
         evaluate.run(parser.parse_args(argv[1:]))
         return 0
+    if argv and argv[0] == "generate":
+        from gan import generate
+
+        parser = generate.build_parser(argparse.ArgumentParser(prog="medsynth generate", description=generate.__doc__,
+                                                               formatter_class=argparse.RawDescriptionHelpFormatter))
+        return generate.run(parser.parse_args(argv[1:]))
     args = _parser().parse_args(argv)
     if args.command == "demo-data":
         cmd_demo_data(args)

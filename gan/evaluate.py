@@ -54,6 +54,7 @@ __all__ = [
     "PAIRED_METRICS",
     "ExtractorKind",
     "VolumePair",
+    "build_extractor",
     "build_parser",
     "evaluate",
     "find_volume_pairs",
@@ -282,8 +283,8 @@ def _open_image_set(
     ckpt = [p for p in given if _is_checkpoint(p)]
     if ckpt:
         raise ValueError(
-            f"--{label} {ckpt[0]}: is a checkpoint; generating images from checkpoints comes with the StyleGAN2 "
-            "module (`medsynth generate`). Generate the images first and pass their folder."
+            f"--{label} {ckpt[0]}: is a checkpoint; evaluate reads images. Generate them first (`medsynth generate` "
+            "for translation checkpoints, which also runs the memorization audit) and pass their folder."
         )
     files: list[Path] = []
     for p in given:
@@ -346,7 +347,7 @@ def _feature_batches(
         yield out
 
 
-def _build_extractor(kind: ExtractorKind | str, weights: PathLike | None, device: str) -> FeatureExtractor:
+def build_extractor(kind: ExtractorKind | str, weights: PathLike | None, device: str) -> FeatureExtractor:
     """The extractor of ``--extractor`` from a local weights file (never downloaded).
 
     Args:
@@ -922,7 +923,7 @@ def evaluate(
     inputs: dict[str, Any] = {"real": [str(p) for p in real_l], "fake": [str(p) for p in fake_l], "metrics": list(names)}
     if names[0] in DISTRIBUTION_METRICS:
         if extractor is None:
-            extractor = _build_extractor(extractor_kind, weights, device)
+            extractor = build_extractor(extractor_kind, weights, device)
         elif not isinstance(extractor, FeatureExtractor):
             raise ValueError(
                 f"extractor must be a gan.metrics.FeatureExtractor, got {type(extractor).__name__}; wrap a plain "

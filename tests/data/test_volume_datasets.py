@@ -142,3 +142,23 @@ def test_bad_arguments():
         VolumeDataset(rec, image_keys=["us"])
     with pytest.raises(ValueError, match="patch_size"):
         VolumeDataset(rec, image_keys=["ct"], mode="3d", patch_size=(32, 32))
+
+
+def test_scale_augmentation_zooms_images_and_masks_together(phantom_dir):
+    recs = find_patients(phantom_dir, ["ct"])[:1]
+    plain = VolumeDataset(recs, image_keys=["ct"], mode="2d")[5]
+    areas = []
+    for seed in range(6):
+        zoom = VolumeDataset(recs, image_keys=["ct"], mode="2d", seed=seed,
+                             transform=VolumeAugment(image_keys=["ct"], flip_prob=0.0, rotate_prob=0.0, scale_prob=1.0,
+                                                     scale_range=0.2))[5]
+        ct_u, body = zoom["ct"][0].numpy(), zoom["body_mask"][0].numpy()
+        assert ct_u.shape == plain["ct"][0].shape and set(np.unique(body)) <= {0.0, 1.0}
+        thr = _ct_unit(np.array(-500.0))
+        assert ((ct_u > thr) == (body > 0)).mean() > 0.97, "mask follows the zoomed image"
+        areas.append(body.sum() / plain["body_mask"].sum().item())
+    # isotropic zoom by f scales the area by f^2 with f in [0.8, 1.2]
+    assert min(areas) >= 0.8 ** 2 - 0.05 and max(areas) <= 1.2 ** 2 + 0.05
+    assert max(areas) - min(areas) > 0.05, "different samples get different zooms"
+    with pytest.raises(ValueError, match="scale_range"):
+        VolumeAugment(image_keys=["ct"], scale_range=1.5)

@@ -140,7 +140,7 @@ def test_bad_inputs_are_refused(image_sets, extractor, tmp_path):
     real_dir, fake_dir, _, _ = image_sets
     ckpt = tmp_path / "g.ckpt"
     ckpt.write_bytes(b"x")
-    with pytest.raises(ValueError, match="StyleGAN2"):
+    with pytest.raises(ValueError, match="is a checkpoint.*medsynth generate"):
         evaluate(real=real_dir, fake=ckpt, metrics="fid", out=tmp_path / "r", extractor=extractor, quiet=True)
     with pytest.raises(ValueError, match="--train"):
         evaluate(real=real_dir, fake=fake_dir, metrics="memorization", out=tmp_path / "r", extractor=extractor)
