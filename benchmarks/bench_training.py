@@ -1,15 +1,16 @@
 """Training throughput of the Lightning modules vs a plain PyTorch loop with the same nets, losses and optimisers.
 
-Both run in the same process on the same in-memory batches (random tensors in [-1, 1], so data loading is not
-measured), after a warm-up. Prints images/s of each, the ratio Lightning / plain (target: Lightning's overhead
+Both run in the same process on the same in-memory samples (random tensors in [-1, 1], so no file I/O) through the
+same DataLoader, after a warm-up, alternating plain and Lightning runs ``--repeats`` times (medians reported). Prints images/s of each, the ratio Lightning / plain (target: Lightning's overhead
 <= 10%, i.e. ratio >= 0.9) and peak memory (CUDA: max allocated; CPU: process max RSS).
 
-    python benchmarks/bench_training.py [--model cyclegan|pix2pix|both] [--size 64] [--batch 4] [--steps 30] [--device cpu]
+    python benchmarks/bench_training.py [--model cyclegan|pix2pix|both] [--size 64] [--batch 4] [--steps 30] [--repeats 3] [--device cpu]
 """
 from __future__ import annotations
 
 import argparse
 import resource
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -93,49 +94,60 @@ def peak_memory(device: str) -> str:
     return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB (process max RSS)"
 
 
-def measure(kind: str, size: int, batch: int, steps: int, device: str) -> tuple[float, float]:
-    """(plain images/s, Lightning images/s) for one model family."""
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def measure(kind: str, size: int, batch: int, steps: int, device: str, repeats: int = 3) -> tuple[float, float]:
+    """(plain images/s, Lightning images/s) for one model family: medians over ``repeats`` alternating runs.
+
+    Both iterate the same DataLoader (collation and the host-to-device copy are part of any training loop) and
+    start timing after the same number of warm-up steps.
+    """
     warm = 3
     data = Batches((steps + warm) * batch, size, ("ct", "mr") if kind == "cyclegan" else ("ct", "pet"))
     loader = DataLoader(data, batch_size=batch, shuffle=False)
-
     torch.manual_seed(0)
     m, keys, step = build(kind)
     m = m.to(device).train()
     (opt_g, opt_d), _ = m.configure_optimizers()
-    batches = [{k: v.to(device) for k, v in b.items() if k in keys} for b in loader]
-    for b in batches[:warm]:
-        step(m, opt_g, opt_d, b[keys[0]], b[keys[1]])
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for b in batches[warm:]:
-        step(m, opt_g, opt_d, b[keys[0]], b[keys[1]])
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    plain = steps * batch / (time.perf_counter() - t0)
+
+    def plain_run() -> float:
+        t0 = 0.0
+        for i, b in enumerate(loader):
+            if i == warm:
+                _sync(device)
+                t0 = time.perf_counter()
+            step(m, opt_g, opt_d, b[keys[0]].to(device, non_blocking=True), b[keys[1]].to(device, non_blocking=True))
+        _sync(device)
+        return steps * batch / (time.perf_counter() - t0)
 
     class Timer(L.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             if batch_idx == warm:
-                if device.startswith("cuda"):
-                    torch.cuda.synchronize()
+                _sync(device)
                 self.t0 = time.perf_counter()
 
         def on_train_end(self, trainer, pl_module):
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
+            _sync(device)
             self.elapsed = time.perf_counter() - self.t0
 
-    torch.manual_seed(0)
-    lm, _, _ = build(kind)
-    timer = Timer()
-    trainer = L.Trainer(accelerator="gpu" if device.startswith("cuda") else "cpu", devices=1, max_epochs=1, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        limit_val_batches=0, callbacks=[timer])
-    trainer.fit(lm, train_dataloaders=loader)
-    lightning = steps * batch / timer.elapsed
-    return plain, lightning
+    def lightning_run() -> float:
+        torch.manual_seed(0)
+        lm, _, _ = build(kind)
+        timer = Timer()
+        trainer = L.Trainer(accelerator="gpu" if device.startswith("cuda") else "cpu", devices=1, max_epochs=1,
+                            logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, limit_val_batches=0, callbacks=[timer])
+        trainer.fit(lm, train_dataloaders=loader)
+        return steps * batch / timer.elapsed
+
+    plain, light = [], []
+    for _ in range(repeats):
+        plain.append(plain_run())
+        light.append(lightning_run())
+    return statistics.median(plain), statistics.median(light)
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -145,13 +157,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--repeats", type=int, default=3, help="alternating plain/Lightning runs; medians are reported")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args(argv)
     kinds = ("cyclegan", "pix2pix") if args.model == "both" else (args.model,)
     ratios = {}
     print(f"{'model':9s} {'plain img/s':>12s} {'Lightning img/s':>16s} {'ratio':>7s}   ({args.size}px, batch {args.batch}, {args.device})")
     for k in kinds:
-        plain, light = measure(k, args.size, args.batch, args.steps, args.device)
+        plain, light = measure(k, args.size, args.batch, args.steps, args.device, args.repeats)
         ratios[k] = light / plain
         print(f"{k:9s} {plain:12.1f} {light:16.1f} {light / plain:7.3f}")
     print(f"peak memory: {peak_memory(args.device)}")

@@ -195,8 +195,6 @@ class CycleGAN(TranslationModule):
 
         if self.ema is not None:
             self.ema.update(self.generator)
-        self.log_dict({"train/loss_g": loss_g.detach(), "train/loss_d": loss_d.detach(), "train/adv": adv.detach(),
-                       "train/cycle": cyc.detach(), "train/identity": idt.detach(), "train/lpips": perc.detach(), "train/structure": struct.detach()},
-                      prog_bar=False, on_step=True, on_epoch=True, batch_size=real_a.shape[0])
-        self.log("loss_g", loss_g.detach(), prog_bar=True, logger=False, batch_size=real_a.shape[0])
+        self._log_train({"train/loss_g": loss_g, "train/loss_d": loss_d, "train/adv": adv, "train/cycle": cyc,
+                         "train/identity": idt, "train/lpips": perc, "train/structure": struct}, real_a.shape[0])
         return loss_g.detach()

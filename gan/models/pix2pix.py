@@ -161,8 +161,6 @@ class Pix2Pix(TranslationModule):
 
         if self.ema is not None:
             self.ema.update(self.generator)
-        self.log_dict({"train/loss_g": loss_g.detach(), "train/loss_d": loss_d.detach(), "train/adv": adv.detach(),
-                       "train/l1": rec.detach(), "train/lpips": perc.detach()},
-                      on_step=True, on_epoch=True, batch_size=x.shape[0])
-        self.log("loss_g", loss_g.detach(), prog_bar=True, logger=False, batch_size=x.shape[0])
+        self._log_train({"train/loss_g": loss_g, "train/loss_d": loss_d, "train/adv": adv, "train/l1": rec,
+                         "train/lpips": perc}, x.shape[0])
         return loss_g.detach()

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import Logger
 
 from data.datamodules import VolumeTranslationDataModule
 from gan.models import CycleGAN, Pix2Pix
@@ -122,6 +123,39 @@ def test_pix2pix_lesion_weighting_and_pet_metrics(phantom_dir, tmp_path):
         assert "val/lesion_suvmax_abs_error" in m
 
 
+def test_target_mean_and_windows_accumulate_per_sample_windows():
+    """The running training-target mean (the ``mean`` baseline) against numpy, with a different window per sample
+    (MR percentiles differ per volume) and a log window; and the recorded mean training windows."""
+    model = Pix2Pix(source="ct", target="pet", **TINY)
+    g = torch.Generator().manual_seed(0)
+    y = torch.rand(3, 1, 8, 8, generator=g) * 2 - 1
+    body = (torch.rand(3, 1, 8, 8, generator=g) > 0.3).float()
+    low, high = torch.tensor([0.0, 1.0, 0.0]), torch.tensor([20.0, 30.0, 15.0])
+    for log in (torch.zeros(3), torch.ones(3)):
+        model.target_sum.zero_()
+        model.target_count.zero_()
+        model._track_target(y, body, {"low": low, "high": high, "log": log})
+        total, count = 0.0, 0
+        for i in range(3):
+            lo, hi = float(low[i]), float(high[i])
+            if log[0]:
+                lo, hi = np.log1p(lo), np.log1p(hi)
+            x = (y[i].numpy().astype(np.float64) + 1) / 2 * (hi - lo) + lo
+            phys = np.expm1(x) if log[0] else x
+            sel = body[i].numpy() > 0.5
+            total, count = total + phys[sel].sum(), count + sel.sum()
+        assert model.target_count.item() == count
+        assert model.target_sum.item() == pytest.approx(total, rel=1e-12)
+    batch = {"ct": y, "pet": y, "window": {"ct": {"low": torch.full((3,), -1024.0), "high": torch.full((3,), 3000.0),
+                                                  "log": torch.zeros(3)},
+                                           "pet": {"low": low, "high": high, "log": torch.zeros(3)}}}
+    model._record_windows(batch)
+    model._record_windows(batch)
+    w = model.training_windows()
+    assert w["ct"] == (-1024.0, 3000.0, False)
+    assert w["pet"] == pytest.approx((low.mean().item(), high.mean().item(), False))
+
+
 class _Killed(RuntimeError):
     """Stands in for a killed job."""
 
@@ -226,3 +260,53 @@ def test_validation_logs_2p5d_fid_equal_to_a_direct_metric(phantom_dir, tmp_path
     assert trainer.callback_metrics["val/fid_axis2"].item() == pytest.approx(axial, rel=1e-4)
     per_axis = [trainer.callback_metrics[f"val/fid_axis{a}"].item() for a in range(3)]
     assert logged == pytest.approx(sum(per_axis) / 3, rel=1e-6)
+
+
+class _RecordingLogger(Logger):
+    """Keeps every ``log_metrics`` call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[dict[str, float]] = []
+
+    @property
+    def name(self) -> str:
+        return "recording"
+
+    @property
+    def version(self) -> int:
+        return 0
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+    def log_metrics(self, metrics, step=None) -> None:
+        self.records.append(dict(metrics))
+
+
+class _RandomPairs(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(i)
+        w = {"ct": {"low": -1024.0, "high": 3000.0, "log": False}, "pet": {"low": 0.0, "high": 20.0, "log": False}}
+        return {"ct": torch.rand(1, 32, 32, generator=g) * 2 - 1, "pet": torch.rand(1, 32, 32, generator=g) * 2 - 1,
+                "window": w}
+
+
+@pytest.mark.parametrize("every", [1, 2])
+def test_training_losses_are_logged_per_interval_and_as_epoch_means(every, tmp_path):
+    torch.manual_seed(0)
+    logger = _RecordingLogger()
+    model = Pix2Pix(source="ct", target="pet", generator_arch="unet", num_downs=5, features=4, d_features=4, d_layers=2)
+    trainer = L.Trainer(default_root_dir=str(tmp_path), logger=logger, log_every_n_steps=every, enable_progress_bar=False,
+                        enable_model_summary=False, accelerator="cpu", max_epochs=1, limit_val_batches=0,
+                        enable_checkpointing=False)
+    trainer.fit(model, torch.utils.data.DataLoader(_RandomPairs(), batch_size=2))  # 4 batches
+    steps = [r["train/loss_g_step"] for r in logger.records if "train/loss_g_step" in r]
+    epochs = [r["train/loss_g_epoch"] for r in logger.records if "train/loss_g_epoch" in r]
+    assert len(steps) == 4 // every and len(epochs) == 1
+    if every == 1:  # equal batch sizes: the epoch value is the mean of the step values
+        assert epochs[0] == pytest.approx(float(np.mean(steps)), rel=1e-5)
+    assert trainer.callback_metrics["train/l1_epoch"] > 0
