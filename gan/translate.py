@@ -39,6 +39,7 @@ def load_translation_model(ckpt: str | Path, map_location: str = "cpu") -> Trans
     hparams = {k: v for k, v in state["hyper_parameters"].items() if not k.startswith("_")}
     model = FAMILIES[meta["family"]](**hparams)
     model.load_state_dict(state["state_dict"])
+    model.apply_memory_format()
     model.eval()
     return model
 

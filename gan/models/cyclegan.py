@@ -63,6 +63,7 @@ class CycleGAN(TranslationModule):
         inference_batch: slices per forward pass at evaluation.
         fid_weights: enables validation/test 2.5D FID with these Inception weights (see :class:`TranslationModule`).
         fid_max_slices: slices per axis and volume for the FID.
+        channels_last: channels-last memory format for networks and inputs (see :class:`TranslationModule`).
         pool_seed: seed of the image pools.
     """
 
@@ -107,12 +108,13 @@ class CycleGAN(TranslationModule):
         pool_seed: int = 0,
         fid_weights: str | None = None,
         fid_max_slices: int = 32,
+        channels_last: bool = False,
     ) -> None:
         super().__init__(source=source, target=target, mode=mode, slices=slices, roi_size=roi_size, lr=lr,
                          beta1=beta1, beta2=beta2, epochs_constant=epochs_constant, epochs_decay=epochs_decay,
                          ema_decay=ema_decay, eval_protocol=eval_protocol, eval_window=eval_window, baseline=baseline,
                          inference_batch=inference_batch, pool_seed=pool_seed,
-                         fid_weights=fid_weights, fid_max_slices=fid_max_slices)
+                         fid_weights=fid_weights, fid_max_slices=fid_max_slices, channels_last=channels_last)
         self.save_hyperparameters()
         ch = self.in_slices
         g = dict(arch=generator_arch, spatial_dims=self.spatial_dims, in_channels=ch, out_channels=ch, features=features,
@@ -154,7 +156,7 @@ class CycleGAN(TranslationModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         """One generator step (both directions) then one discriminator step (both domains)."""
         hp = self.hparams
-        real_a, real_b = batch[self.source], batch[self.target]
+        real_a, real_b = self._fmt(batch[self.source]), self._fmt(batch[self.target])
         self._check_channels(real_a, self.source)
         self._check_channels(real_b, self.target)
         opt_g, opt_d = self.optimizers()

@@ -54,6 +54,7 @@ class Pix2Pix(TranslationModule):
         inference_batch: slices per forward pass at evaluation.
         fid_weights: enables validation/test 2.5D FID with these Inception weights (see :class:`TranslationModule`).
         fid_max_slices: slices per axis and volume for the FID.
+        channels_last: channels-last memory format for networks and inputs (see :class:`TranslationModule`).
         pool_seed: seed of the image pool.
     """
 
@@ -95,12 +96,13 @@ class Pix2Pix(TranslationModule):
         pool_seed: int = 0,
         fid_weights: str | None = None,
         fid_max_slices: int = 32,
+        channels_last: bool = False,
     ) -> None:
         super().__init__(source=source, target=target, mode=mode, slices=slices, roi_size=roi_size, lr=lr,
                          beta1=beta1, beta2=beta2, epochs_constant=epochs_constant, epochs_decay=epochs_decay,
                          ema_decay=ema_decay, eval_protocol=eval_protocol, eval_window=eval_window, baseline=baseline,
                          inference_batch=inference_batch, pool_seed=pool_seed,
-                         fid_weights=fid_weights, fid_max_slices=fid_max_slices)
+                         fid_weights=fid_weights, fid_max_slices=fid_max_slices, channels_last=channels_last)
         self.save_hyperparameters()
         self.generator = build_generator(arch=generator_arch, spatial_dims=self.spatial_dims, in_channels=self.in_slices,
                                          out_channels=1, features=features, n_blocks=n_blocks, num_downs=num_downs,
@@ -129,10 +131,10 @@ class Pix2Pix(TranslationModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         """One discriminator step on (input, real) vs (input, fake) pairs, then one generator step."""
         hp = self.hparams
-        x = batch[self.source]
+        x = self._fmt(batch[self.source])
         self._check_channels(x, self.source)
         y = batch[self.target]
-        y = self._centre(y) if y.shape[1] > 1 else y
+        y = self._fmt(self._centre(y) if y.shape[1] > 1 else y)
         opt_g, opt_d = self.optimizers()
         self._record_windows(batch)
         self._track_target(y, batch.get("body_mask"), batch["window"][self.target])

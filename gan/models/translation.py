@@ -60,6 +60,8 @@ class TranslationModule(L.LightningModule):
             validation and test: the pytorch-fid Inception weights file (or its folder, or ``"hub"`` for the torch hub
             cache), or ``"random"`` for a seeded random Inception (smoke tests only: such scores compare with nothing).
         fid_max_slices: evenly spaced slices per axis and volume fed to the FID extractor.
+        channels_last: keep networks and inputs in channels-last memory format (NHWC / NDHWC), faster for convolutions
+            on recent GPUs, especially with bf16; results differ by round-off only.
     """
 
     def __init__(
@@ -83,6 +85,7 @@ class TranslationModule(L.LightningModule):
         pool_seed: int,
         fid_weights: str | None = None,
         fid_max_slices: int = 32,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         if source == target:
@@ -99,6 +102,7 @@ class TranslationModule(L.LightningModule):
         self.source, self.target, self.mode = source, target, mode
         self.in_slices = slices if mode == "2.5d" else 1
         self.spatial_dims = 3 if mode == "3d" else 2
+        self.channels_last = bool(channels_last)
         self.eval_window = tuple(eval_window) if eval_window is not None else DEFAULT_EVAL_WINDOWS.get(target)
         metric_range = self.eval_window if self.eval_window is not None else None
         if eval_protocol == "default" and metric_range is None:
@@ -123,6 +127,26 @@ class TranslationModule(L.LightningModule):
         self.test_fid = self._make_fid(extractor, fid_max_slices)
         self.last_panel: dict[str, np.ndarray] | None = None
         self.ema: EMA | None = None
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """Memory format of networks and inputs: channels-last (2D) / channels-last-3d (3D) when enabled."""
+        if not self.channels_last:
+            return torch.contiguous_format
+        return torch.channels_last if self.spatial_dims == 2 else torch.channels_last_3d
+
+    def _fmt(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` in the module's memory format (a no-op unless ``channels_last``)."""
+        return x.contiguous(memory_format=self.memory_format) if self.channels_last and x.dim() == self.spatial_dims + 2 else x
+
+    def apply_memory_format(self) -> None:
+        """Convert the convolution weights to :attr:`memory_format` (called by :meth:`setup` and after loading)."""
+        if self.channels_last:
+            self.to(memory_format=self.memory_format)
+
+    def setup(self, stage: str) -> None:
+        """Lightning hook: put the networks in the configured memory format."""
+        self.apply_memory_format()
 
     @staticmethod
     def _fid_extractor(weights: str | None) -> Any:
@@ -185,7 +209,7 @@ class TranslationModule(L.LightningModule):
                 from monai.inferers import sliding_window_inference
 
                 return sliding_window_inference(volume, roi_size=tuple(self.hparams.roi_size), sw_batch_size=2,
-                                                predictor=g, overlap=0.25, mode="gaussian", padding_mode="constant",
+                                                predictor=lambda p: g(self._fmt(p)), overlap=0.25, mode="gaussian", padding_mode="constant",
                                                 cval=-1.0)
             vol = volume[0, 0]  # (I, J, K)
             n_i, n_j, n_k = vol.shape
@@ -198,7 +222,7 @@ class TranslationModule(L.LightningModule):
                 idx = torch.tensor([[min(max(k + d, 0), n_k - 1) for d in range(-half, half + 1)] for k in ks], device=vol.device)
                 stack = vol[:, :, idx].permute(2, 3, 0, 1)  # (B, slices, I, J)
                 stack = F.pad(stack, (0, pj, 0, pi), value=-1.0)
-                y = g(stack)
+                y = g(self._fmt(stack))
                 y = y[:, y.shape[1] // 2] if y.shape[1] > 1 else y[:, 0]
                 out[:, :, k0:k0 + len(ks)] = y[:, :n_i, :n_j].permute(1, 2, 0)
             return out[None, None]

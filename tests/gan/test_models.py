@@ -310,3 +310,36 @@ def test_training_losses_are_logged_per_interval_and_as_epoch_means(every, tmp_p
     if every == 1:  # equal batch sizes: the epoch value is the mean of the step values
         assert epochs[0] == pytest.approx(float(np.mean(steps)), rel=1e-5)
     assert trainer.callback_metrics["train/l1_epoch"] > 0
+
+
+def test_channels_last_trains_and_translates_like_contiguous(tmp_path):
+    torch.manual_seed(0)
+    kw = dict(source="ct", target="pet", generator_arch="unet", num_downs=5, features=4, d_features=4, d_layers=2)
+    ref, cl = Pix2Pix(**kw), Pix2Pix(channels_last=True, **kw)
+    cl.load_state_dict(ref.state_dict())
+    cl.setup("fit")
+    conv = next(m for m in cl.generator.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    vol = torch.rand(1, 1, 40, 36, 5) * 2 - 1
+    torch.testing.assert_close(cl.translate_volume(vol), ref.translate_volume(vol), rtol=1e-4, atol=1e-5)
+    trainer = L.Trainer(default_root_dir=str(tmp_path), logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        accelerator="cpu", max_epochs=1, limit_val_batches=0, enable_checkpointing=False)
+    trainer.fit(cl, torch.utils.data.DataLoader(_RandomPairs(), batch_size=2))
+    assert torch.isfinite(trainer.callback_metrics["train/loss_g_epoch"])
+    m3 = CycleGAN(mode="3d", roi_size=(16, 16, 16), channels_last=True, **TINY)
+    m3.setup("predict")
+    assert m3.memory_format == torch.channels_last_3d
+    assert m3.translate_volume(torch.rand(1, 1, 20, 18, 17) * 2 - 1).shape == (1, 1, 20, 18, 17)
+
+
+def test_bf16_mixed_precision_trains_both_models(tmp_path):
+    torch.manual_seed(0)
+    for model in (Pix2Pix(source="ct", target="pet", generator_arch="unet", num_downs=5, features=4, d_features=4, d_layers=2),
+                  CycleGAN(source="ct", target="pet", lambda_structure=5.0, **TINY)):
+        trainer = L.Trainer(default_root_dir=str(tmp_path), logger=False, enable_progress_bar=False,
+                            enable_model_summary=False, accelerator="cpu", precision="bf16-mixed", max_epochs=1,
+                            limit_val_batches=0, enable_checkpointing=False)
+        trainer.fit(model, torch.utils.data.DataLoader(_RandomPairs(), batch_size=2))
+        losses = {k: v for k, v in trainer.callback_metrics.items() if k.endswith("_epoch")}
+        assert losses and all(torch.isfinite(v) for v in losses.values()), losses
+        assert all(p.dtype == torch.float32 for p in model.parameters()), "bf16 autocast keeps float32 master weights"
