@@ -30,6 +30,7 @@ from data.errors import DataError
 from data.intensity import MRPercentileWindow, WindowParams, to_unit
 from data.volumes import Volume, load_volume
 from data.writers import write_manifest, write_nifti
+from gan.metrics.fid_medical import slice_indices
 from gan.metrics.features import FeatureExtractor, FIDProtocol, extract_features, protocol_record, quantize_uint8, sha256_file
 from gan.metrics.memorization import MemorizationReport, audit
 from gan.translate import load_translation_model, translate_volume
@@ -129,8 +130,9 @@ def _window(volume: Volume, key: str, windows: dict[str, tuple[float, float, boo
 def volume_slices(volume: Volume, window: WindowParams, n: int, min_foreground: float = 0.05) -> tuple[Tensor, list[int]]:
     """Up to ``n`` evenly spaced axial slices with anatomy, windowed and quantised: ``(N, 3, J, I)`` uint8.
 
-    A slice has anatomy when at least ``min_foreground`` of it lies above 5% of the window. Slices are taken
-    along the volume's last array axis (axial for NIfTI / DICOM in nibabel order).
+    A slice has anatomy when at least ``min_foreground`` of it lies above 5% of the window (the selection rule of
+    :func:`gan.metrics.slice_indices`). Slices are taken along the volume's last array axis (axial for NIfTI /
+    DICOM in nibabel order).
 
     Args:
         volume: volume in physical units.
@@ -141,11 +143,9 @@ def volume_slices(volume: Volume, window: WindowParams, n: int, min_foreground: 
     unit = np.asarray(to_unit(np.asarray(volume.array, dtype=np.float32), window), dtype=np.float32)
     if unit.ndim != 3:
         raise DataError(volume.source, f"expected a 3D volume, got shape {unit.shape}")
-    fg = (unit > -0.9).mean(axis=(0, 1))
-    candidates = np.nonzero(fg >= min_foreground)[0]
-    if candidates.size == 0:
+    pick = slice_indices(torch.from_numpy(unit), 2, max_slices=n, min_foreground=min_foreground, foreground_threshold=-0.9)
+    if pick.size == 0:
         raise DataError(volume.source, "no slice with anatomy inside the training window (empty or mis-windowed volume?)")
-    pick = candidates[np.unique(np.linspace(0, candidates.size - 1, min(n, candidates.size)).round().astype(int))]
     grey = torch.from_numpy(np.ascontiguousarray(unit[:, :, pick].transpose(2, 1, 0)))[:, None]  # (N, 1, J, I)
     return quantize_uint8(grey.clamp(-1, 1).expand(-1, 3, -1, -1).contiguous()), [int(k) for k in pick]
 

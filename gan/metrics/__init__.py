@@ -20,6 +20,7 @@ from gan.metrics.fid_medical import (
     Volume25DFID,
     Volume25DFIDResult,
     fid_is_biased,
+    slice_indices,
     volume_slices,
 )
 from gan.metrics.frechet import frechet_distance, kid
@@ -63,6 +64,7 @@ __all__ = [
     "Volume25DFID",
     "Volume25DFIDResult",
     "fid_is_biased",
+    "slice_indices",
     "volume_slices",
     "FIDInceptionV3",
     "FIDProtocol",

@@ -176,6 +176,37 @@ def _check_selection(
     return axes
 
 
+def _select(stack: Tensor, max_slices: int | None, min_foreground: float | None, foreground_threshold: float) -> np.ndarray:
+    """Indices along dim 0 of ``stack`` kept by the foreground rule, then evenly spaced."""
+    candidates = np.arange(stack.shape[0])
+    if min_foreground is not None:
+        fraction = (stack > foreground_threshold).flatten(1).double().mean(dim=1).cpu().numpy()
+        candidates = candidates[fraction >= float(min_foreground)]
+    return candidates[_evenly_spaced(len(candidates), max_slices)]
+
+
+def slice_indices(
+    volume: Tensor | np.ndarray,
+    axis: int,
+    *,
+    max_slices: int | None = None,
+    min_foreground: float | None = None,
+    foreground_threshold: float = _DEFAULT_FOREGROUND_THRESHOLD,
+) -> np.ndarray:
+    """Indices of the slices along ``axis`` that :func:`volume_slices` keeps (same rule, in array order).
+
+    Args:
+        volume: (I, J, K) or (1, I, J, K) float volume already windowed to [-1, 1].
+        axis: 0, 1 or 2.
+        max_slices: keep at most this many, evenly spaced among the eligible ones; None keeps all.
+        min_foreground: keep only slices with at least this fraction of voxels above ``foreground_threshold``.
+        foreground_threshold: voxels above this value count as foreground.
+    """
+    vol = _as_volume(volume)
+    (axis,) = _check_selection((axis,), max_slices, min_foreground)
+    return _select(vol.movedim(axis, 0), max_slices, min_foreground, foreground_threshold)
+
+
 def volume_slices(
     volume: Tensor | np.ndarray,
     *,
@@ -213,11 +244,7 @@ def volume_slices(
     out: dict[int, Tensor] = {}
     for axis in axes:
         stack = vol.movedim(axis, 0)  # (n, H, W) view
-        candidates = np.arange(stack.shape[0])
-        if min_foreground is not None:
-            fraction = (stack > foreground_threshold).flatten(1).double().mean(dim=1).cpu().numpy()
-            candidates = candidates[fraction >= float(min_foreground)]
-        keep = candidates[_evenly_spaced(len(candidates), max_slices_per_axis)]
+        keep = _select(stack, max_slices_per_axis, min_foreground, foreground_threshold)
         if len(keep) == stack.shape[0]:
             out[axis] = stack.unsqueeze(1)
         else:

@@ -436,3 +436,16 @@ def test_25d_fid_with_cached_real_stats_equals_accumulated_real_set(tmp_path: Pa
     assert len(full.state_dict()) == 0  # no extractor weights, no states in checkpoints
     with pytest.raises(ValueError, match="cover every axis"):
         Volume25DFID(extractor=ext, real_stats={0: paths[0]})
+
+
+def test_slice_indices_name_the_slices_volume_slices_returns():
+    from gan.metrics import slice_indices
+
+    g = torch.Generator().manual_seed(0)
+    vol = torch.full((10, 12, 14), -1.0)
+    vol[2:8, 3:9, 3:11] = torch.rand(6, 6, 8, generator=g)  # anatomy only in slices 3..10 along axis 2
+    for axis in (0, 1, 2):
+        idx = slice_indices(vol, axis, max_slices=4, min_foreground=0.1)
+        got = volume_slices(vol, axes=(axis,), max_slices_per_axis=4, min_foreground=0.1)[axis]
+        torch.testing.assert_close(got, vol.movedim(axis, 0)[torch.as_tensor(idx)].unsqueeze(1))
+    assert set(slice_indices(vol, 2, min_foreground=0.1).tolist()) == set(range(3, 11))
