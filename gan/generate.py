@@ -128,7 +128,7 @@ def _window(volume: Volume, key: str, windows: dict[str, tuple[float, float, boo
 
 
 def volume_slices(volume: Volume, window: WindowParams, n: int, min_foreground: float = 0.05) -> tuple[Tensor, list[int]]:
-    """Up to ``n`` evenly spaced axial slices with anatomy, windowed and quantised: ``(N, 3, J, I)`` uint8.
+    """Up to ``n`` evenly spaced axial slices with anatomy, windowed and quantised: ``(N, 3, J, I)`` uint8 (J flipped).
 
     A slice has anatomy when at least ``min_foreground`` of it lies above 5% of the window (the selection rule of
     :func:`gan.metrics.slice_indices`). Slices are taken along the volume's last array axis (axial for NIfTI /
@@ -146,7 +146,8 @@ def volume_slices(volume: Volume, window: WindowParams, n: int, min_foreground: 
     pick = slice_indices(torch.from_numpy(unit), 2, max_slices=n, min_foreground=min_foreground, foreground_threshold=-0.9)
     if pick.size == 0:
         raise DataError(volume.source, "no slice with anatomy inside the training window (empty or mis-windowed volume?)")
-    grey = torch.from_numpy(np.ascontiguousarray(unit[:, :, pick].transpose(2, 1, 0)))[:, None]  # (N, 1, J, I)
+    # (N, 1, J, I) with J flipped: anterior up for RAS-stored volumes, as viewers show axial slices
+    grey = torch.from_numpy(np.ascontiguousarray(unit[:, ::-1, pick].transpose(2, 1, 0)))[:, None]
     return quantize_uint8(grey.clamp(-1, 1).expand(-1, 3, -1, -1).contiguous()), [int(k) for k in pick]
 
 
@@ -354,7 +355,7 @@ def _pair_images(report: MemorizationReport, generated: _SliceSet, written: list
             w = _window(vol, key, windows)
             unit = np.asarray(to_unit(np.asarray(vol.array, dtype=np.float32), w), dtype=np.float32)
             k = gk if len(imgs) == 0 else tk
-            grey = torch.from_numpy(np.ascontiguousarray(unit[:, :, k].T))[None]
+            grey = torch.from_numpy(np.ascontiguousarray(unit[:, ::-1, k].T))[None]
             imgs.append(quantize_uint8(grey.clamp(-1, 1).expand(3, -1, -1).contiguous()[None])[0])
         pairs.append(imgs)
     if not pairs or len({tuple(x.shape) for p in pairs for x in p}) != 1:

@@ -99,6 +99,8 @@ def test_allow_flagged_and_skip_audit_are_recorded(ckpt, phantom_dir, tmp_path, 
                        extractor=_extractor(), allow_flagged=True, **AUDIT)
     m = json.loads(res.manifest.read_text())
     assert m["released_despite_failed_audit"] is True and m["audit"]["passed"] is False
+    pairs = res.audit.pair_images  # closest pairs reloaded from disk: the copy and its training slice are equal
+    assert pairs is not None and np.array_equal(pairs[0, 0], pairs[0, 1]) and pairs.shape[2] == 3
     res = gen.generate(ckpt, s["inputs"][:1], tmp_path / "b", train=None, heldout=None, skip_audit=True)
     m = json.loads(res.manifest.read_text())
     assert m["released_without_audit"] is True and m["audit"] == {"run": False} and res.audit is None
