@@ -30,7 +30,7 @@ from nibabel.orientations import io_orientation
 from torch import Tensor, nn
 from torchmetrics import Metric
 
-from gan.metrics.features import FeatureExtractor, FIDInceptionV3, FIDProtocol, quantize_uint8
+from gan.metrics.features import FeatureExtractor, FIDInceptionV3, FIDProtocol, extract_features, quantize_uint8
 from gan.metrics.fid import (
     FeatureStats,
     FIDResult,
@@ -317,12 +317,16 @@ class Volume25DFIDResult:
         fid_biased: ``{axis: bool}``, True where an axis had fewer than ``min_images_for_fid`` slices.
         protocol: protocol record plus the 2.5D settings (axes, planes, orientation, slice selection,
             numbers of volumes and slices).
+        kid_mean: mean of the per-axis KIDs (the 2.5D KID), when the metric was built with ``kid=True``.
+        kid_per_axis: ``{axis: KIDResult}`` on the same slices, when built with ``kid=True``.
     """
 
     mean: float
     per_axis: dict[int, FIDResult]
     fid_biased: dict[int, bool]
     protocol: dict[str, Any] = field(default_factory=dict)
+    kid_mean: float | None = None
+    kid_per_axis: dict[int, KIDResult] | None = None
 
     def __float__(self) -> float:
         return float(self.mean)
@@ -333,7 +337,9 @@ class Volume25DFID(_CompositeMetric):
 
     Every volume given to ``update`` is cut by :func:`volume_slices`; the slices of each axis go to that axis's
     :class:`FrechetInceptionDistance` (one shared extractor, fed in chunks of ``batch_size``). ``compute``
-    returns each axis's FID and their mean. Volumes must already be windowed to [-1, 1] (``data.intensity``);
+    returns each axis's FID and their mean. With ``kid=True`` each axis also gets a
+    :class:`KernelInceptionDistance` fed the same features (extracted once), the unbiased choice for the few
+    hundred slices of a validation set. Volumes must already be windowed to [-1, 1] (``data.intensity``);
     real and generated volumes must be windowed the same way.
 
     Args:
@@ -351,6 +357,10 @@ class Volume25DFID(_CompositeMetric):
         min_images_for_fid: an axis with fewer real or generated slices is flagged ``fid_biased`` with a warning.
         real_stats: cached per-axis statistics of the real set (``{axis: FeatureStats or .npz path}``), or None.
         reset_real_features: whether ``reset()`` also clears the accumulated real slices.
+        kid: also compute KID per axis on the same features (not with ``real_stats``: KID needs real features).
+        kid_subsets: KID subsets.
+        kid_subset_size: KID subset size (reduced with a warning when an axis has fewer slices).
+        kid_seed: seed of the KID subset draws.
         kwargs: torchmetrics ``Metric`` options (passed to the per-axis metrics too).
     """
 
@@ -373,10 +383,17 @@ class Volume25DFID(_CompositeMetric):
         min_images_for_fid: int = DEFAULT_MIN_IMAGES_FOR_FID,
         real_stats: Mapping[int, FeatureStats | PathLike] | None = None,
         reset_real_features: bool = True,
+        kid: bool = False,
+        kid_subsets: int = 100,
+        kid_subset_size: int = 1000,
+        kid_seed: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(extractor=extractor, **kwargs)
         self.axes = _check_selection(axes, max_slices_per_axis, min_foreground)
+        if kid and real_stats:
+            raise ValueError("kid=True needs the real slices' features; it cannot be combined with cached real_stats")
+        self.protocol = FIDProtocol(protocol)
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if int(min_images_for_fid) < 2:
@@ -406,6 +423,12 @@ class Volume25DFID(_CompositeMetric):
             )
             for axis in self.axes
         )
+        self.axis_kid = nn.ModuleList(
+            KernelInceptionDistance(extractor=self._extractor, protocol=protocol, subsets=kid_subsets,
+                                    subset_size=kid_subset_size, seed=kid_seed, reset_real_features=reset_real_features,
+                                    **kwargs)
+            for axis in (self.axes if kid else ())
+        )  # fmt: skip
         self.add_state("real_volumes", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("fake_volumes", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("real_slices", torch.zeros(len(self.axes), dtype=torch.long), dist_reduce_fx="sum")
@@ -463,7 +486,13 @@ class Volume25DFID(_CompositeMetric):
                 images = slices[axis]
                 counts[k] = images.shape[0]
                 for start in range(0, images.shape[0], self.batch_size):
-                    self.axis_metrics[k].update(images[start : start + self.batch_size], real=real)
+                    chunk = images[start : start + self.batch_size]
+                    if len(self.axis_kid):  # one feature pass for both metrics
+                        feats = extract_features(chunk, self._extractor, self.protocol)
+                        self.axis_metrics[k].update(feats, real=real, precomputed=True)
+                        self.axis_kid[k].update(feats, real=real, precomputed=True)
+                    else:
+                        self.axis_metrics[k].update(chunk, real=real)
             setattr(self, f"{prefix}_slices", getattr(self, f"{prefix}_slices") + counts.to(self.real_slices.device))
             setattr(self, f"{prefix}_volumes", getattr(self, f"{prefix}_volumes") + 1)
 
@@ -513,11 +542,14 @@ class Volume25DFID(_CompositeMetric):
             }
         )
         mean = float(np.mean([r.value for r in per_axis.values()]))
-        return Volume25DFIDResult(mean=mean, per_axis=per_axis, fid_biased=biased, protocol=protocol)
+        kid_per_axis = {axis: m.compute() for axis, m in zip(self.axes, self.axis_kid)} if len(self.axis_kid) else None
+        kid_mean = float(np.mean([r.mean for r in kid_per_axis.values()])) if kid_per_axis else None
+        return Volume25DFIDResult(mean=mean, per_axis=per_axis, fid_biased=biased, protocol=protocol,
+                                  kid_mean=kid_mean, kid_per_axis=kid_per_axis)
 
     def reset(self) -> None:
         """Clear the states (the real ones only if ``reset_real_features``)."""
-        for m in self.axis_metrics:
+        for m in list(self.axis_metrics) + list(self.axis_kid):
             m.reset()
         if self.reset_real_features:
             super().reset()

@@ -8,6 +8,7 @@ physical units and ``body_mask``.
 from __future__ import annotations
 
 import random
+import warnings
 from typing import Any, Literal, Sequence
 
 import lightning as L
@@ -56,7 +57,8 @@ class TranslationModule(L.LightningModule):
             ``"mean"`` (mean training target value inside the body, e.g. the mean SUV image for PET).
         inference_batch: slices per forward pass when translating a volume.
         pool_seed: seed of the image pools.
-        fid_weights: enables 2.5D FID (axial/coronal/sagittal slices of the windowed output vs target volumes) at
+        fid_weights: enables 2.5D FID and KID (axial/coronal/sagittal slices of the windowed output vs target
+            volumes, one feature pass for both; ``<stage>/fid_2p5d``, ``<stage>/kid_2p5d`` and per axis) at
             validation and test: the pytorch-fid Inception weights file (or its folder, or ``"hub"`` for the torch hub
             cache), or ``"random"`` for a seeded random Inception (smoke tests only: such scores compare with nothing).
         fid_max_slices: evenly spaced slices per axis and volume fed to the FID extractor.
@@ -164,7 +166,9 @@ class TranslationModule(L.LightningModule):
             return None
         from gan.metrics import Volume25DFID
 
-        return Volume25DFID(extractor=extractor, max_slices_per_axis=max_slices, batch_size=16, min_images_for_fid=2)
+        # KID (subsets of up to 100 slices per axis) on the same features: unbiased at validation-set sizes
+        return Volume25DFID(extractor=extractor, max_slices_per_axis=max_slices, batch_size=16, min_images_for_fid=2,
+                            kid=True, kid_subsets=50, kid_subset_size=100)
 
     # -- networks ----------------------------------------------------------------------------------
     def _init_ema(self) -> None:
@@ -291,9 +295,14 @@ class TranslationModule(L.LightningModule):
         values[f"{stage}/num_patients"] = metrics.compute()["num_patients"]
         fid = self.val_fid if stage == "val" else self.test_fid
         if fid is not None:
-            res = fid.compute()
+            with warnings.catch_warnings():  # small validation sets: KID subsets shrink to the set size, as intended
+                warnings.filterwarnings("ignore", message="KID: subset_size")
+                res = fid.compute()
             values[f"{stage}/fid_2p5d"] = torch.tensor(float(res.mean))
             values.update({f"{stage}/fid_axis{a}": torch.tensor(float(r.value)) for a, r in res.per_axis.items()})
+            if res.kid_per_axis:
+                values[f"{stage}/kid_2p5d"] = torch.tensor(float(res.kid_mean))
+                values.update({f"{stage}/kid_axis{a}": torch.tensor(float(r.mean)) for a, r in res.kid_per_axis.items()})
             fid.reset()
         self.log_dict({k: v.float() if isinstance(v, torch.Tensor) else float(v) for k, v in values.items()},
                       prog_bar=False, sync_dist=False)

@@ -449,3 +449,31 @@ def test_slice_indices_name_the_slices_volume_slices_returns():
         got = volume_slices(vol, axes=(axis,), max_slices_per_axis=4, min_foreground=0.1)[axis]
         torch.testing.assert_close(got, vol.movedim(axis, 0)[torch.as_tensor(idx)].unsqueeze(1))
     assert set(slice_indices(vol, 2, min_foreground=0.1).tolist()) == set(range(3, 11))
+
+
+def test_25d_kid_on_the_same_features_equals_numpy_mmd() -> None:
+    ext = _tiny_extractor()
+    shape = (8, 10, 12)
+    real, fake = _volumes(3, shape, seed=2), _volumes(3, shape, seed=3, scale=0.6)
+    both = Volume25DFID(extractor=ext, batch_size=5, kid=True, kid_subsets=1, kid_subset_size=10_000)
+    fid_only = Volume25DFID(extractor=ext, batch_size=5)
+    for m in (both, fid_only):
+        m.update(torch.from_numpy(real)[:, None], real=True)
+        m.update(torch.from_numpy(fake)[:, None], real=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # small-sample FID and KID subset-size warnings
+        res, ref = both.compute(), fid_only.compute()
+    assert ref.kid_mean is None and ref.kid_per_axis is None
+    kids = []
+    for axis in range(3):
+        assert res.per_axis[axis].value == pytest.approx(ref.per_axis[axis].value, rel=1e-9), "one feature pass, same FID"
+        r = torch.from_numpy(np.concatenate([np.moveaxis(v, axis, 0) for v in real]))[:, None]
+        f = torch.from_numpy(np.concatenate([np.moveaxis(v, axis, 0) for v in fake]))[:, None]
+        fr = extract_features(r, ext, "pytorch-fid").double().numpy()
+        ff = extract_features(f, ext, "pytorch-fid").double().numpy()
+        # one subset holding every slice: the unbiased MMD^2 of the full sets
+        kids.append(_mmd2_reference(fr, ff))
+        assert res.kid_per_axis[axis].mean == pytest.approx(kids[-1], rel=1e-6, abs=1e-9)
+    assert res.kid_mean == pytest.approx(np.mean(kids), rel=1e-6, abs=1e-9)
+    with pytest.raises(ValueError, match="cannot be combined with cached real_stats"):
+        Volume25DFID(extractor=ext, kid=True, real_stats=fid_only.real_stats())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -253,11 +254,16 @@ def test_validation_logs_2p5d_fid_equal_to_a_direct_metric(phantom_dir, tmp_path
     batch = next(iter(dm.val_dataloader()))
     # an independent metric on the axial slices only (each axis costs a 2048x2048 matrix square root)
     ref = Volume25DFID(extractor=FIDInceptionV3(pretrained=False, seed=0), axes=(2,), max_slices_per_axis=3,
-                       min_images_for_fid=2)
+                       min_images_for_fid=2, kid=True, kid_subsets=50, kid_subset_size=100)
     ref.update(batch["mr"][0].clamp(-1, 1), real=True)
     ref.update(model.translate_volume(batch["ct"])[0].clamp(-1, 1), real=False)
-    axial = ref.compute().per_axis[2].value
-    assert trainer.callback_metrics["val/fid_axis2"].item() == pytest.approx(axial, rel=1e-4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = ref.compute()
+    assert trainer.callback_metrics["val/fid_axis2"].item() == pytest.approx(res.per_axis[2].value, rel=1e-4)
+    assert trainer.callback_metrics["val/kid_axis2"].item() == pytest.approx(res.kid_per_axis[2].mean, rel=1e-4, abs=1e-7)
+    kids = [trainer.callback_metrics[f"val/kid_axis{a}"].item() for a in range(3)]
+    assert trainer.callback_metrics["val/kid_2p5d"].item() == pytest.approx(sum(kids) / 3, rel=1e-6, abs=1e-9)
     per_axis = [trainer.callback_metrics[f"val/fid_axis{a}"].item() for a in range(3)]
     assert logged == pytest.approx(sum(per_axis) / 3, rel=1e-6)
 
