@@ -5,8 +5,8 @@ Every input volume (NIfTI file, folder of NIfTI files, or DICOM series folder) i
 :func:`gan.translate.translate_volume` into a staging folder beside ``--out``. Then axial slices of the synthetic
 volumes, of the training volumes of the output modality (``--train``) and of held-out real volumes of that modality
 (``--heldout``, never seen in training) are windowed as in training, quantised to uint8 and audited with
-:func:`gan.metrics.memorization.audit`: near-copy threshold calibrated on the held-out slices, binomial test of the
-near-copy excess, and the three-sample data-copying test. Only when the audit passes is the staging folder renamed to
+:func:`gan.metrics.memorization.audit`: near-copy threshold calibrated on the held-out slices (feature cosine, and
+LPIPS re-ranking with ``--lpips``), binomial test of the near-copy excess, and the three-sample data-copying test. Only when the audit passes is the staging folder renamed to
 ``--out`` (with ``manifest.json`` and the audit under ``audit/``). When it fails, the synthetic volumes are deleted,
 the audit report is kept in ``<out>.rejected`` and the command exits with status 3; ``--allow-flagged`` releases
 anyway and records that in the manifest. ``--out`` is never overwritten.
@@ -20,7 +20,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -155,26 +155,36 @@ def volume_slices(volume: Volume, window: WindowParams, n: int, min_foreground: 
 class _SliceSet:
     """Features of volume slices and where each row came from (to reload the images of the closest pairs)."""
 
+    keep_images: bool = False  # LPIPS re-ranking needs the images; otherwise only features are kept
     features: list[Tensor] = field(default_factory=list)
+    images: list[Tensor] = field(default_factory=list)
     rows: list[tuple[int, int]] = field(default_factory=list)  # (volume index, slice)
     names: list[str] = field(default_factory=list)
 
     def add(self, images: Tensor, slices: list[int], volume_index: int, name: str, extractor: FeatureExtractor,
             protocol: FIDProtocol, batch_size: int) -> None:
-        for s in range(0, images.shape[0], batch_size):
-            self.features.append(extract_features(images[s:s + batch_size], extractor, protocol).detach().float().cpu())
+        if self.keep_images:
+            self.images.append(images)
+        else:
+            for s in range(0, images.shape[0], batch_size):
+                self.features.append(extract_features(images[s:s + batch_size], extractor, protocol).detach().float().cpu())
         self.rows.extend((volume_index, k) for k in slices)
         self.names.extend(f"{name}[slice {k}]" for k in slices)
 
     def matrix(self, label: str) -> Tensor:
-        if not self.features:
+        """All features, or with ``keep_images`` all images (one in-plane size required)."""
+        parts = self.images if self.keep_images else self.features
+        if not parts:
             raise ValueError(f"--{label}: no slices to audit")
-        return torch.cat(self.features)
+        if self.keep_images and len({tuple(p.shape[1:]) for p in parts}) > 1:
+            raise ValueError(f"--{label}: LPIPS re-ranking needs slices of one size, got in-plane sizes "
+                             f"{sorted({tuple(p.shape[2:]) for p in parts})}; resample the volumes or drop --lpips")
+        return torch.cat(parts)
 
 
 def _reference_slices(volumes: list[tuple[Path, Path]], key: str, windows: dict[str, tuple[float, float, bool]], n: int,
-                      extractor: FeatureExtractor, protocol: FIDProtocol, batch_size: int) -> _SliceSet:
-    out = _SliceSet()
+                      extractor: FeatureExtractor, protocol: FIDProtocol, batch_size: int, keep_images: bool) -> _SliceSet:
+    out = _SliceSet(keep_images=keep_images)
     for i, (path, _) in enumerate(volumes):
         vol = load_volume(path)
         images, ks = volume_slices(vol, _window(vol, key, windows), n)
@@ -208,6 +218,7 @@ def generate(
     heldout: Sequence[str | Path] | None,
     extractor: FeatureExtractor | None = None,
     protocol: FIDProtocol | str = FIDProtocol.PYTORCH_FID,
+    lpips: Callable[[Tensor, Tensor], Tensor] | None = None,
     direction: Literal["forward", "reverse"] = "forward",
     device: str = "cpu",
     slices_per_volume: int = 16,
@@ -231,6 +242,8 @@ def generate(
         extractor: audit feature extractor (e.g. :class:`gan.metrics.FIDInceptionV3`); None loads the FID Inception
             from the torch hub cache.
         protocol: feature pre-processing protocol.
+        lpips: per-pair LPIPS (e.g. ``LPIPSLoss(reduction="none")``) to re-rank the nearest feature candidates and
+            flag near-copies by LPIPS too; needs slices of one in-plane size (all sets are then held in memory).
         direction: CycleGAN direction.
         device: torch device for translation and features.
         slices_per_volume: slices per volume in the audit.
@@ -280,7 +293,8 @@ def generate(
                 extractor = FIDInceptionV3()
             extractor = extractor.to(device).eval()
             protocol = FIDProtocol(protocol)
-        generated = _SliceSet()
+        keep = lpips is not None
+        generated = _SliceSet(keep_images=keep)
         written: list[Path] = []
         for i, ((path, _), name) in enumerate(zip(items, names)):
             vol = load_volume(path)
@@ -297,12 +311,13 @@ def generate(
         audit_summary: dict[str, Any] = {"run": False}
         if not skip_audit:
             assert extractor is not None
-            train_set = _reference_slices(train_items, tgt, windows, slices_per_volume, extractor, protocol, batch_size)
-            heldout_set = _reference_slices(heldout_items, tgt, windows, slices_per_volume, extractor, protocol, batch_size)
+            train_set = _reference_slices(train_items, tgt, windows, slices_per_volume, extractor, protocol, batch_size, keep)
+            heldout_set = _reference_slices(heldout_items, tgt, windows, slices_per_volume, extractor, protocol, batch_size, keep)
             report = audit(train_set.matrix("train"), heldout_set.matrix("heldout"), generated.matrix("input"),
+                           extractor=extractor, protocol=protocol, lpips=lpips, batch_size=batch_size,
                            quantile=quantile, n_cells=n_cells, min_cell=min_cell, alpha=alpha, seed=seed)
-            report.protocol = protocol_record(protocol, extractor)
-            report.pair_images = _pair_images(report, generated, written, train_set, train_items, tgt, windows)
+            report.protocol = report.protocol or protocol_record(protocol, extractor)
+            report.pair_images = report.pair_images if report.pair_images is not None else _pair_images(report, generated, written, train_set, train_items, tgt, windows)
             files = report.save(staging / "audit")
             summary = report.to_dict()
             audit_summary = {
@@ -380,6 +395,9 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="audit features (weights from --weights or the torch hub cache, never downloaded)")
     g.add_argument("--weights", type=Path, default=None, help="feature extractor weights file")
     g.add_argument("--protocol", choices=[p.value for p in FIDProtocol], default=FIDProtocol.PYTORCH_FID.value)
+    g.add_argument("--lpips", action="store_true",
+                   help="re-rank nearest neighbours with LPIPS and flag LPIPS near-copies too (slices of one size)")
+    g.add_argument("--lpips-weights", type=Path, default=None, help="LPIPS AlexNet backbone weights (default: hub cache)")
     g.add_argument("--slices-per-volume", type=int, default=16, help="axial slices per volume in the audit")
     g.add_argument("--batch-size", type=int, default=32, help="slices per feature batch")
     g.add_argument("--quantile", type=float, default=0.01, help="near-copy threshold quantile of held-out distances")
@@ -397,9 +415,14 @@ def run(args: argparse.Namespace) -> int:
     from gan.evaluate import build_extractor
 
     extractor = None if args.skip_audit else build_extractor(args.extractor, args.weights, args.device)
+    lpips = None
+    if args.lpips and not args.skip_audit:
+        from gan.losses import LPIPSLoss
+
+        lpips = LPIPSLoss(pretrained=True, backbone_weights=args.lpips_weights, reduction="none").to(args.device)
     try:
         res = generate(args.ckpt, args.input, args.out, train=args.train, heldout=args.heldout, extractor=extractor,
-                       protocol=args.protocol, direction=args.direction, device=args.device,
+                       protocol=args.protocol, lpips=lpips, direction=args.direction, device=args.device,
                        slices_per_volume=args.slices_per_volume, batch_size=args.batch_size, quantile=args.quantile,
                        n_cells=args.cells, min_cell=args.min_cell, alpha=args.alpha, seed=args.seed,
                        allow_flagged=args.allow_flagged, skip_audit=args.skip_audit)

@@ -75,19 +75,25 @@ def test_clean_generation_is_released_with_manifest_and_audit(ckpt, phantom_dir,
         gen.generate(ckpt, s["inputs"], out, train=s["train"], heldout=s["heldout"], extractor=_extractor(), **AUDIT)
 
 
-def test_a_generator_that_copies_training_volumes_is_stopped(ckpt, phantom_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("with_lpips", [False, True])
+def test_a_generator_that_copies_training_volumes_is_stopped(with_lpips, ckpt, phantom_dir, tmp_path, monkeypatch):
+    from tests.gan.test_memorization import _random_lpips  # random backbone, non-negative heads
+
+    lpips = _random_lpips("none") if with_lpips else None
     s = _sets(phantom_dir)
     copies = iter([load_volume(s["train"][0]), load_volume(s["train"][1])])
     monkeypatch.setattr(gen, "translate_volume", lambda model, vol, **kw: next(copies))
     out = tmp_path / "synthetic"
     with pytest.raises(gen.AuditFailed, match="FAILED, nothing released") as info:
-        gen.generate(ckpt, s["inputs"], out, train=s["train"], heldout=s["heldout"], extractor=_extractor(), **AUDIT)
+        gen.generate(ckpt, s["inputs"], out, train=s["train"], heldout=s["heldout"], extractor=_extractor(),
+                     lpips=lpips, **AUDIT)
     assert not out.exists() and _leftovers(tmp_path) == []
     rejected = info.value.report_dir
     assert rejected == tmp_path / "synthetic.rejected"
     assert not list(rejected.rglob("*.nii.gz")), "flagged volumes are deleted, only the report stays"
     report = json.loads((rejected / "audit" / "memorization.json").read_text())
     assert report["passed"] is False and report["n_near_copies"] >= 12
+    assert (report["lpips_threshold"] is not None) == with_lpips
     manifest = json.loads((rejected / "manifest.json").read_text())
     assert manifest["rejected"] is True and manifest["items"] == []
 
