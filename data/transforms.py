@@ -66,8 +66,10 @@ class VolumeAugment:
         if not 0.0 <= scale_range < 1.0:
             raise ValueError(f"scale_range must lie in [0, 1), got {scale_range}")
         if scale_prob > 0 and scale_range > 0:
+            linear = "bilinear" if spatial_dims == 2 else "trilinear"  # RandZoomd names the 3D mode itself
             ts.append(RandZoomd(keys=keys, prob=scale_prob, min_zoom=1.0 - scale_range, max_zoom=1.0 + scale_range,
-                                mode=[("bilinear" if spatial_dims == 2 else "trilinear") if m == "bilinear" else m for m in modes], padding_mode="edge", keep_size=True))
+                                mode=[linear if m == "bilinear" else m for m in modes], padding_mode="edge",
+                                keep_size=True))
         if elastic_prob > 0:
             if spatial_dims == 2:
                 ts.append(Rand2DElasticd(keys=keys, spacing=(elastic_sigma, elastic_sigma), magnitude_range=(0, elastic_magnitude),

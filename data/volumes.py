@@ -75,6 +75,19 @@ def is_nifti_path(path: str | Path) -> bool:
     return str(path).lower().endswith(NIFTI_SUFFIXES)
 
 
+def nifti_stem(path: str | Path) -> str | None:
+    """File name without its NIfTI suffix (``ct.nii.gz`` -> ``ct``), or None when ``path`` is not a NIfTI file.
+
+    Args:
+        path: a file path.
+    """
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
 def load_volume(
     path: str | Path,
     *,

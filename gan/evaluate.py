@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from data.atomic import atomic_path, atomic_write_text
 from data.errors import DataError, VolumeError
-from data.volumes import Volume, load_volume
+from data.volumes import Volume, load_volume, nifti_stem
 from gan.metrics.features import FeatureExtractor, FIDProtocol, extract_features, protocol_record, quantize_uint8
 from gan.metrics.fid import FeatureStats, FrechetInceptionDistance, KernelInceptionDistance
 from gan.metrics.memorization import audit
@@ -516,14 +516,13 @@ def _nifti_files(folder: Path) -> dict[str, Path]:
     """NIfTI files under ``folder`` by relative path without suffix."""
     out: dict[str, Path] = {}
     for f in _files_under(folder):
-        low = f.name.lower()
-        for suffix in (".nii.gz", ".nii"):
-            if low.endswith(suffix):
-                key = f.relative_to(folder).as_posix()[: -len(suffix)]
-                if key in out:
-                    raise VolumeError(f, f"both {out[key].name} and {f.name} exist for {key!r}; keep one")
-                out[key] = f
-                break
+        stem = nifti_stem(f)
+        if stem is None:
+            continue
+        key = (f.relative_to(folder).parent / stem).as_posix()
+        if key in out:
+            raise VolumeError(f, f"both {out[key].name} and {f.name} exist for {key!r}; keep one")
+        out[key] = f
     return out
 
 

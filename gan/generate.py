@@ -27,16 +27,15 @@ import torch
 from torch import Tensor
 
 from data.errors import DataError
-from data.intensity import MRPercentileWindow, WindowParams, to_unit
-from data.volumes import Volume, load_volume
+from data.intensity import WindowParams, to_unit
+from data.volumes import Volume, load_volume, nifti_stem, sidecar_path
 from data.writers import write_manifest, write_nifti
 from gan.metrics.fid_medical import slice_indices
 from gan.metrics.features import FeatureExtractor, FIDProtocol, extract_features, protocol_record, quantize_uint8, sha256_file
 from gan.metrics.memorization import MemorizationReport, audit
-from gan.translate import load_translation_model, translate_volume
+from gan.translate import load_translation_model, training_window, translate_volume
 
 log = logging.getLogger("medsynth.generate")
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
 EXIT_AUDIT_FAILED = 3
 
 __all__ = ["AuditFailed", "GenerateResult", "build_parser", "find_volumes", "generate", "run", "volume_slices"]
@@ -72,14 +71,6 @@ class GenerateResult:
     audit: MemorizationReport | None = field(default=None, repr=False)
 
 
-def _nifti_stem(path: Path) -> str | None:
-    name = path.name
-    for suffix in NIFTI_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return None
-
-
 def find_volumes(paths: Sequence[str | Path], key: str, *, label: str) -> list[tuple[Path, Path]]:
     """Resolve volume arguments into ``(volume path, name relative to its argument)`` pairs, in a fixed order.
 
@@ -103,12 +94,12 @@ def find_volumes(paths: Sequence[str | Path], key: str, *, label: str) -> list[t
         if p.is_file():
             found.append((p, Path(p.name)))
             continue
-        nifti = sorted(f for f in p.rglob("*") if f.is_file() and _nifti_stem(f) is not None
+        nifti = sorted(f for f in p.rglob("*") if f.is_file() and nifti_stem(f) is not None
                        and not any(part.startswith(".") for part in f.relative_to(p).parts))
         if not nifti:
             found.append((p, Path(p.name)))  # a DICOM series folder; load_volume says if it is not one
             continue
-        keyed = [f for f in nifti if _nifti_stem(f) == key]
+        keyed = [f for f in nifti if nifti_stem(f) == key]
         found.extend((f, Path(p.name) / f.relative_to(p)) for f in (keyed or nifti))
     seen: dict[Path, Path] = {}
     for f, _ in found:
@@ -116,15 +107,6 @@ def find_volumes(paths: Sequence[str | Path], key: str, *, label: str) -> list[t
             raise DataError(f, f"--{label}: given twice")
         seen[f.resolve()] = f
     return found
-
-
-def _window(volume: Volume, key: str, windows: dict[str, tuple[float, float, bool]]) -> WindowParams:
-    """The training window of modality ``key``: per-volume percentiles for MR, the recorded window otherwise."""
-    if key == "mr":
-        return MRPercentileWindow().fit(np.asarray(volume.array))
-    if key not in windows:
-        raise ValueError(f"the checkpoint has no training window for {key!r}")
-    return WindowParams(*windows[key])
 
 
 def volume_slices(volume: Volume, window: WindowParams, n: int, min_foreground: float = 0.05) -> tuple[Tensor, list[int]]:
@@ -146,9 +128,14 @@ def volume_slices(volume: Volume, window: WindowParams, n: int, min_foreground: 
     pick = slice_indices(torch.from_numpy(unit), 2, max_slices=n, min_foreground=min_foreground, foreground_threshold=-0.9)
     if pick.size == 0:
         raise DataError(volume.source, "no slice with anatomy inside the training window (empty or mis-windowed volume?)")
-    # (N, 1, J, I) with J flipped: anterior up for RAS-stored volumes, as viewers show axial slices
-    grey = torch.from_numpy(np.ascontiguousarray(unit[:, ::-1, pick].transpose(2, 1, 0)))[:, None]
-    return quantize_uint8(grey.clamp(-1, 1).expand(-1, 3, -1, -1).contiguous()), [int(k) for k in pick]
+    return _axial_images(unit, pick), [int(k) for k in pick]
+
+
+def _axial_images(unit: np.ndarray, slices: Sequence[int] | np.ndarray) -> Tensor:
+    """Axial slices of a [-1, 1] volume as ``(N, 3, J, I)`` uint8, J flipped (anterior up for RAS-stored volumes,
+    as viewers show axial slices)."""
+    grey = torch.from_numpy(np.ascontiguousarray(unit[:, ::-1, np.asarray(slices)].transpose(2, 1, 0)))[:, None]
+    return quantize_uint8(grey.clamp(-1, 1).expand(-1, 3, -1, -1).contiguous())
 
 
 @dataclass
@@ -187,13 +174,13 @@ def _reference_slices(volumes: list[tuple[Path, Path]], key: str, windows: dict[
     out = _SliceSet(keep_images=keep_images)
     for i, (path, _) in enumerate(volumes):
         vol = load_volume(path)
-        images, ks = volume_slices(vol, _window(vol, key, windows), n)
+        images, ks = volume_slices(vol, training_window(vol, key, windows), n)
         out.add(images, ks, i, str(path), extractor, protocol, batch_size)
     return out
 
 
 def _output_name(rel: Path, source: str, target: str) -> Path:
-    stem = _nifti_stem(rel)
+    stem = nifti_stem(rel)
     if stem is None:  # a DICOM series folder
         return rel.parent / f"{rel.name}_{target}.nii.gz"
     return rel.parent / (f"{target}.nii.gz" if stem == source else f"{stem}_{target}.nii.gz")
@@ -303,7 +290,7 @@ def generate(
                 raise DataError(path, "the translation contains NaN/Inf (diverged checkpoint?)")
             written.append(write_nifti(syn, staging / name, provenance={**prov_base, "input": str(path)}))
             if not skip_audit:
-                images, ks = volume_slices(syn, _window(syn, tgt, windows), slices_per_volume)
+                images, ks = volume_slices(syn, training_window(syn, tgt, windows), slices_per_volume)
                 generated.add(images, ks, i, str(name), extractor, protocol, batch_size)
             log.info("translated %s -> %s", path, name)
 
@@ -341,7 +328,7 @@ def generate(
             assert report is not None
             for f in written:
                 f.unlink(missing_ok=True)
-                f.with_name(f.name.replace(".nii.gz", ".json").replace(".nii", ".json")).unlink(missing_ok=True)
+                sidecar_path(f).unlink(missing_ok=True)
             write_manifest(staging / "manifest.json", {**manifest, "items": [], "rejected": True})
             rejected = _free_name(out.with_name(out.name + ".rejected"))
             staging.rename(rejected)
@@ -360,19 +347,24 @@ def generate(
 
 def _pair_images(report: MemorizationReport, generated: _SliceSet, written: list[Path], train_set: _SliceSet,
                  train_items: list[tuple[Path, Path]], key: str, windows: dict[str, tuple[float, float, bool]]) -> np.ndarray | None:
-    """(p, 2, 3, H, W) uint8 images of the closest (generated, training) pairs, or None when sizes differ."""
+    """(p, 2, 3, H, W) uint8 images of the closest (generated, training) pairs, or None when sizes differ.
+
+    Only features were kept during the audit, so the pairs' slices are read again, each volume once.
+    """
+    units: dict[Path, np.ndarray] = {}
+
+    def image(path: Path, k: int) -> Tensor:
+        if path not in units:
+            vol = load_volume(path)
+            window = training_window(vol, key, windows)
+            units[path] = np.asarray(to_unit(np.asarray(vol.array, dtype=np.float32), window), dtype=np.float32)
+        return _axial_images(units[path], [k])[0]
+
     pairs = []
     for g, t in zip(report.pair_generated, report.pair_train):
         gi, gk = generated.rows[int(g)]
         ti, tk = train_set.rows[int(t)]
-        imgs = []
-        for vol in (load_volume(written[gi]), load_volume(train_items[ti][0])):
-            w = _window(vol, key, windows)
-            unit = np.asarray(to_unit(np.asarray(vol.array, dtype=np.float32), w), dtype=np.float32)
-            k = gk if len(imgs) == 0 else tk
-            grey = torch.from_numpy(np.ascontiguousarray(unit[:, ::-1, k].T))[None]
-            imgs.append(quantize_uint8(grey.clamp(-1, 1).expand(3, -1, -1).contiguous()[None])[0])
-        pairs.append(imgs)
+        pairs.append([image(written[gi], gk), image(train_items[ti][0], tk)])
     if not pairs or len({tuple(x.shape) for p in pairs for x in p}) != 1:
         return None
     return torch.stack([torch.stack(p) for p in pairs]).numpy()

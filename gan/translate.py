@@ -44,6 +44,22 @@ def load_translation_model(ckpt: str | Path, map_location: str = "cpu") -> Trans
     return model
 
 
+def training_window(volume: Volume, key: str, windows: dict[str, tuple[float, float, bool]]) -> WindowParams:
+    """The window a checkpoint was trained with for modality ``key``, for ``volume``: MR gets its own percentile
+    window (as the data layer normalises every MR volume), CT/PET the recorded mean training window.
+
+    Args:
+        volume: volume in physical units.
+        key: modality key (``ct``, ``mr``, ``pet``).
+        windows: :meth:`TranslationModule.training_windows` of the checkpoint.
+    """
+    if key == "mr":
+        return MRPercentileWindow().fit(np.asarray(volume.array))
+    if key not in windows:
+        raise ValueError(f"checkpoint has no record of its {key!r} training window (trained for 0 steps?)")
+    return WindowParams(*windows[key])
+
+
 def translate_volume(
     model: TranslationModule, volume: Volume, *, direction: Literal["forward", "reverse"] = "forward",
     device: str = "cpu",
@@ -70,7 +86,7 @@ def translate_volume(
     windows = model.training_windows()
     if tgt not in windows or (src not in windows and src != "mr"):
         raise ValueError("checkpoint has no record of its training windows (trained for 0 steps?)")
-    w_src = MRPercentileWindow().fit(volume.array) if src == "mr" else WindowParams(*windows[src])
+    w_src = training_window(volume, src, windows)
     model = model.to(device)
     x = torch.from_numpy(np.asarray(to_unit(np.asarray(volume.array, dtype=np.float32), w_src), dtype=np.float32))
     y = model.translate_volume(x[None, None].to(device), generator=gen)[0, 0].cpu().numpy()

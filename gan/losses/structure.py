@@ -36,7 +36,7 @@ def _smooth(x: torch.Tensor, sigma: float, spatial_dims: int) -> torch.Tensor:
     return x
 
 
-def _shift(x: torch.Tensor, axis: int, step: int, spatial_dims: int) -> torch.Tensor:
+def _shift(x: torch.Tensor, axis: int, step: int) -> torch.Tensor:
     """``y[..., i, ...] = x[..., i + step, ...]`` along spatial ``axis`` with replicate borders."""
     n = x.shape[2 + axis]
     idx = torch.clamp(torch.arange(n, device=x.device) + step, 0, n - 1)
@@ -70,7 +70,7 @@ def mind_descriptor(x: torch.Tensor, spatial_dims: int | None = None, distance: 
         raise ValueError(f"distance must be >= 1 and sigma > 0, got distance={distance}, sigma={sigma}")
     n, c = x.shape[:2]
     flat = x.reshape(n * c, 1, *x.shape[2:])
-    d = torch.cat([_smooth((flat - _shift(flat, axis, step, sd)) ** 2, sigma, sd)
+    d = torch.cat([_smooth((flat - _shift(flat, axis, step)) ** 2, sigma, sd)
                    for axis in range(sd) for step in (-distance, distance)], dim=1)
     v = d.mean(dim=1, keepdim=True)
     v_mean = v.flatten(1).mean(dim=1).reshape(-1, 1, *([1] * sd))

@@ -171,6 +171,29 @@ def _load_strict(module: nn.Module, state: dict[str, Tensor], path: Path, what: 
         raise ValueError(f"{path}: does not hold {what}: {exc}") from exc
 
 
+def _load_or_init(module: nn.Module, *, pretrained: bool, filename: str, weights_path: PathLike | None, url: str,
+                  sha256_prefix: str | None, what: str, seed: int) -> str | None:
+    """Load checked pretrained weights into ``module`` (returns their sha256), or seed a random init (returns None).
+
+    Args:
+        module: the network to fill in place.
+        pretrained: load the weights file; False initialises randomly with ``seed``.
+        filename: the weights file's name (as in the torch hub cache).
+        weights_path: explicit file or folder, or None for the hub cache.
+        url: where the file is published (named in the error when it is missing).
+        sha256_prefix: required start of the file's sha256, or None.
+        what: the weights' description for messages.
+        seed: seed of the random init.
+    """
+    if not pretrained:
+        _seeded_random_init(module, seed)
+        return None
+    path = locate_weights(filename, weights_path, url)
+    state, sha = _load_checked_state_dict(path, sha256_prefix, what)
+    _load_strict(module, state, path, what)
+    return sha
+
+
 @torch.no_grad()
 def _seeded_random_init(module: nn.Module, seed: int) -> None:
     """Deterministic random weights with activations of order one (for tests and benchmarks).
@@ -439,13 +462,10 @@ class FIDInceptionV3(FeatureExtractor):
         # The logits layer of the TF graph (1008 classes): unused for features, kept so the file loads strictly.
         self.fc = nn.Linear(2048, 1008)
 
-        if pretrained:
-            path = locate_weights(FID_WEIGHTS_FILENAME, weights_path, FID_WEIGHTS_URL)
-            what = "pytorch-fid's FID Inception-v3 weights"
-            state, self.weights_sha256 = _load_checked_state_dict(path, sha256_prefix, what)
-            _load_strict(self, state, path, what)
-        else:
-            _seeded_random_init(self, seed)
+        sha = _load_or_init(self, pretrained=pretrained, filename=FID_WEIGHTS_FILENAME, weights_path=weights_path,
+                            url=FID_WEIGHTS_URL, sha256_prefix=sha256_prefix, seed=seed,
+                            what="pytorch-fid's FID Inception-v3 weights")
+        self.weights_sha256 = sha or self.weights_sha256
         self.channels_last = bool(channels_last)
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
@@ -504,13 +524,10 @@ class TorchvisionInceptionExtractor(FeatureExtractor):
             input_normalisation="2x-1",
         )
         net = Inception3(num_classes=1000, aux_logits=True, transform_input=False, init_weights=False)
-        if pretrained:
-            path = locate_weights(TORCHVISION_INCEPTION_FILENAME, weights_path, TORCHVISION_INCEPTION_URL)
-            what = "torchvision's ImageNet Inception-v3 weights"
-            state, self.weights_sha256 = _load_checked_state_dict(path, sha256_prefix, what)
-            _load_strict(net, state, path, what)
-        else:
-            _seeded_random_init(net, seed)
+        sha = _load_or_init(net, pretrained=pretrained, filename=TORCHVISION_INCEPTION_FILENAME,
+                            weights_path=weights_path, url=TORCHVISION_INCEPTION_URL, sha256_prefix=sha256_prefix,
+                            what="torchvision's ImageNet Inception-v3 weights", seed=seed)
+        self.weights_sha256 = sha or self.weights_sha256
         net.AuxLogits = None
         net.aux_logits = False
         self.net = net

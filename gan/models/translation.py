@@ -139,7 +139,9 @@ class TranslationModule(L.LightningModule):
 
     def _fmt(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` in the module's memory format (a no-op unless ``channels_last``)."""
-        return x.contiguous(memory_format=self.memory_format) if self.channels_last and x.dim() == self.spatial_dims + 2 else x
+        if self.channels_last and x.dim() == self.spatial_dims + 2:
+            return x.contiguous(memory_format=self.memory_format)
+        return x
 
     def apply_memory_format(self) -> None:
         """Convert the convolution weights to :attr:`memory_format` (called by :meth:`setup` and after loading)."""
@@ -213,8 +215,8 @@ class TranslationModule(L.LightningModule):
                 from monai.inferers import sliding_window_inference
 
                 return sliding_window_inference(volume, roi_size=tuple(self.hparams.roi_size), sw_batch_size=2,
-                                                predictor=lambda p: g(self._fmt(p)), overlap=0.25, mode="gaussian", padding_mode="constant",
-                                                cval=-1.0)
+                                                predictor=lambda p: g(self._fmt(p)), overlap=0.25, mode="gaussian",
+                                                padding_mode="constant", cval=-1.0)
             vol = volume[0, 0]  # (I, J, K)
             n_i, n_j, n_k = vol.shape
             m = self._multiple()
@@ -337,11 +339,7 @@ class TranslationModule(L.LightningModule):
         if m.shape != y.shape:
             m = m.expand_as(y)
         low, high, log = self._window_columns(window, n, y.device)
-        is_log = log > 0.5
-        lo = torch.where(is_log, torch.log1p(low), low)[:, None]
-        hi = torch.where(is_log, torch.log1p(high), high)[:, None]
-        x = (y.reshape(n, -1).double() + 1.0) * ((hi - lo) / 2.0) + lo
-        phys = torch.where(is_log[:, None], torch.expm1(x), x)
+        phys = to_physical(y.reshape(n, -1), (low[:, None], high[:, None], log[:, None] > 0.5))
         mf = m.reshape(n, -1).to(torch.float64)
         self.target_sum += (phys * mf).sum()
         self.target_count += mf.sum()

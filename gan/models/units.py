@@ -33,9 +33,15 @@ def to_physical(y: torch.Tensor, window: tuple[float, float, bool]) -> torch.Ten
 
     Args:
         y: network-range tensor.
-        window: the window the data layer used for this sample.
+        window: the window the data layer used for this sample; or per-sample windows as tensors broadcastable
+            against ``y`` (``log`` a bool tensor), e.g. shaped ``(N, 1)`` for ``y`` of shape ``(N, M)``.
     """
     low, high, log = window
+    if isinstance(log, torch.Tensor):
+        low, high = (torch.as_tensor(v, dtype=torch.float64, device=y.device) for v in (low, high))
+        lo, hi = torch.where(log, torch.log1p(low), low), torch.where(log, torch.log1p(high), high)
+        x = (y.double() + 1.0) * ((hi - lo) / 2.0) + lo
+        return torch.where(log, torch.expm1(x), x)
     if log:
         low, high = math.log1p(low), math.log1p(high)
     x = (y.double() + 1.0) * ((high - low) / 2.0) + low
