@@ -11,7 +11,6 @@ path, JSON, ``np.load(mmap_mode="r")``) and copy the sample out of the memmap, e
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,11 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from data.cache import VolumeCache  # noqa: E402
-from data.volumes import load_volume  # noqa: E402
+from data.volumes import VolumeCache, load_volume
 
 
 def ct_like_volume(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
@@ -95,10 +90,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         held = cache.get(path).array
         rows: list[tuple[str, str, int, float]] = []
         for mode, take in (("2d slice", slice_of), (f"3d patch {p}^3", patch_of)):
-            base = _rate(lambda s: take(load_volume(path).array, s), args.baseline_samples)
+            base = _rate(lambda s, take=take: take(load_volume(path).array, s), args.baseline_samples)
             rows.append((mode, "nii.gz decode per sample", args.baseline_samples, base))
-            rows.append((mode, "cache get per sample", args.samples, _rate(lambda s: take(cache.get(path).array, s), args.samples)))
-            rows.append((mode, "cache memmap held", args.samples, _rate(lambda s: take(held, s), args.samples)))
+            cached = _rate(lambda s, take=take: take(cache.get(path).array, s), args.samples)
+            rows.append((mode, "cache get per sample", args.samples, cached))
+            held_rate = _rate(lambda s, take=take: take(held, s), args.samples)
+            rows.append((mode, "cache memmap held", args.samples, held_rate))
 
     print(f"volume {shape[0]}x{shape[1]}x{shape[2]} float32, .nii.gz {size_mb:.1f} MB, cache build {build_s:.2f} s")
     print(f"{'mode':<16} {'reader':<26} {'samples':>7} {'images/s':>12} {'ratio':>9}")

@@ -8,6 +8,7 @@ A leaf module (standard library and numpy only): ``data`` and ``gan`` both impor
 * :func:`check_overwrite`: the one overwrite policy of every command (refuse an existing output unless asked).
 * :func:`sha256_file`: hex digest of a file's bytes, read in chunks.
 * :func:`to_jsonable`: a plain-JSON copy of nested numbers, arrays and paths (NaN/Inf become ``None``).
+* :func:`sidecar_path`: the JSON sidecar beside an image file (``ct.nii.gz`` -> ``ct.json``).
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ __all__ = [
     "atomic_write_text",
     "check_overwrite",
     "sha256_file",
+    "sidecar_path",
     "to_jsonable",
 ]
 
@@ -208,3 +210,17 @@ def check_overwrite(path: str | Path, *, overwrite: bool, what: str = "output", 
     if (p.exists() or p.is_symlink()) and not overwrite:
         raise FileExistsError(f"{p}: {what} exists; pass {flag} to replace it, or choose another path")
     return p
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """The JSON sidecar of an image file: ``ct.nii.gz`` -> ``ct.json`` (BIDS style), ``a.png`` -> ``a.json``.
+
+    Args:
+        path: image file path.
+    """
+    p = Path(path)
+    name = p.name
+    for suffix in (".nii.gz", ".nii", ".png", ".npy"):
+        if name.lower().endswith(suffix):
+            return p.with_name(name[: -len(suffix)] + ".json")
+    return p.with_name(p.stem + ".json")

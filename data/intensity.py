@@ -65,8 +65,16 @@ def from_unit(y: ArrayLike, params: WindowParams) -> ArrayLike:
 
     Args:
         y: network-range values.
-        params: the same window used by :func:`to_unit`.
+        params: the same window used by :func:`to_unit`; or per-sample windows whose ``low``/``high``/``log`` are
+            tensors broadcastable against ``y`` (``log`` bool), e.g. shaped ``(N, 1)`` for ``y`` of shape
+            ``(N, M)``, to invert a whole batch at once.
     """
+    if isinstance(params.log, torch.Tensor):
+        low, high = (torch.as_tensor(v, dtype=y.dtype, device=y.device) for v in (params.low, params.high))
+        lo = torch.where(params.log, torch.log1p(low), low)
+        hi = torch.where(params.log, torch.log1p(high), high)
+        x = (y + 1.0) * ((hi - lo) / 2.0) + lo
+        return torch.where(params.log, torch.expm1(x), x)
     lib = _lib(y)
     low, high = params.low, params.high
     if params.log:
@@ -88,7 +96,11 @@ class CTWindow:
     high: float = 3000.0
 
     def fit(self, volume: ArrayLike | None = None) -> WindowParams:
-        """Window parameters (independent of the volume for CT)."""
+        """Window parameters (independent of the volume for CT).
+
+        Args:
+            volume: the volume the parameters are fitted to (unused by fixed windows).
+        """
         _check_range(self.low, self.high)
         return WindowParams(float(self.low), float(self.high))
 
@@ -108,7 +120,11 @@ class PETWindow:
     log: bool = False
 
     def fit(self, volume: ArrayLike | None = None) -> WindowParams:
-        """Window parameters (independent of the volume for PET)."""
+        """Window parameters (independent of the volume for PET).
+
+        Args:
+            volume: the volume the parameters are fitted to (unused by fixed windows).
+        """
         _check_range(self.low, self.high)
         if self.log and self.low < 0:
             raise ValueError(f"log PET window needs low >= 0, got {self.low}")
@@ -130,7 +146,11 @@ class MRPercentileWindow:
     foreground_only: bool = False
 
     def fit(self, volume: ArrayLike | None = None) -> WindowParams:
-        """Percentiles of ``volume`` as window parameters; they must travel with the sample."""
+        """Percentiles of ``volume`` as window parameters; they must travel with the sample.
+
+        Args:
+            volume: the MR volume whose percentiles become the window (required).
+        """
         if volume is None:
             raise ValueError("MRPercentileWindow.fit needs the volume to compute its percentiles")
         if not 0 <= self.lower < self.upper <= 100:
@@ -166,3 +186,30 @@ def default_window(modality: str) -> Window:
 def _check_range(low: float, high: float) -> None:
     if not (math.isfinite(low) and math.isfinite(high) and high > low):
         raise ValueError(f"window needs finite low < high, got ({low}, {high})")
+
+
+#: Batch key of each image modality -> its DICOM modality code (the one copy; datasets, checkpoints and commands
+#: use it).
+MODALITY_CODES: dict[str, str] = {"ct": "CT", "mr": "MR", "pet": "PT"}
+
+
+def modality_windows(
+    *,
+    ct_window: tuple[float, float] = (-1024.0, 3000.0),
+    pet_window: tuple[float, float] = (0.0, 20.0),
+    pet_log: bool = False,
+    mr_percentiles: tuple[float, float] = (0.5, 99.5),
+) -> dict[str, Window]:
+    """The training window of every modality key, from the settings a volume datamodule takes.
+
+    The volume datamodule builds its windows with this function, and a translation checkpoint (whose datamodule
+    settings travel in ``datamodule_hyper_parameters``) rebuilds the same windows with it to translate new volumes.
+
+    Args:
+        ct_window: CT window in HU (low, high).
+        pet_window: PET window in SUV (low, high).
+        pet_log: log-compress PET before windowing.
+        mr_percentiles: MR per-volume percentile normalisation (lower, upper).
+    """
+    return {"ct": CTWindow(*ct_window), "pet": PETWindow(*pet_window, log=pet_log),
+            "mr": MRPercentileWindow(*mr_percentiles)}

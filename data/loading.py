@@ -1,76 +1,428 @@
-"""Deterministic, resumable data loading: every epoch's order is a pure function of (seed, epoch), and a run
-resumed from a mid-epoch checkpoint continues with exactly the samples it had not seen yet.
+"""Deterministic, resumable, rank-sharded data loading: the one sampler design of every datamodule.
 
-The sampler yields ``(index, epoch)`` pairs, so datasets derive crops, partners and augmentation from the epoch
-as well, also inside persistent DataLoader workers that never see attribute changes of the main process.
+* :class:`EpochOrder` is the GLOBAL order of one epoch, a pure function of ``(seed, epoch)``: the identity
+  (evaluation), a seeded permutation (cycled with fresh permutations, or truncated, to ``num_samples``), or
+  ``num_samples`` weighted draws with replacement (class balancing). It yields ``(index, epoch)`` pairs, so
+  datasets derive crops, partners and augmentation from the epoch too, also inside persistent DataLoader
+  workers that never see attribute changes of the main process. Datasets accept such pairs and plain ints.
+* :class:`StepBatches` cuts that order into this rank's training batches in per-step blocks. With ``b`` the
+  per-rank batch and ``B = world_size * b`` the global batch, step ``t`` of rank ``r`` takes the global
+  positions ``[t*B + r*b, t*B + (r+1)*b)``. So the ranks' batches at step ``t`` together are exactly the
+  single-process batch of size ``B`` at step ``t``, and a single process cutting that batch into
+  ``world_size`` chunks of ``b`` sees rank ``r``'s samples in chunk ``r``. Every rank gets the same number
+  of steps: with ``drop_last`` the incomplete last global batch is dropped (``N // B`` steps), otherwise it
+  is completed by wrapping around to the start of the epoch's order (``ceil(N / B)`` steps, as
+  ``DistributedSampler`` pads), so every rank always gets ``b`` samples.
+* :class:`StridedBatches` is evaluation sharding: rank ``r`` gets the positions ``r, r + world_size, ...``,
+  no duplicates and no padding (metrics are sums synced across ranks); ``world_size=1`` is the plain order.
+* :class:`ResumableDataLoader` stores its position in checkpoints: ``state_dict()`` is ``{"epoch", "samples"}``
+  with ``samples`` the GLOBAL positions consumed in that epoch (batches consumed, as counted by the training
+  loop, times the global batch); ``load_state_dict`` continues exactly after them on every rank. A resume
+  must keep the global batch (a different one resumes at the same global position, rounded to its steps).
+
+:func:`train_loader` and :func:`eval_loader` build both kinds for any dataset; :func:`rank_and_world` and
+:func:`require_own_sampler` read the DDP context from a Lightning Trainer (without importing Lightning).
+Lightning must not inject its own ``DistributedSampler`` (it would shuffle and cannot rebuild these loaders):
+create the Trainer with ``use_distributed_sampler=False`` when ``world_size > 1``.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+__all__ = [
+    "EpochOrder",
+    "ResumableDataLoader",
+    "StepBatches",
+    "StridedBatches",
+    "epoch_to_run",
+    "eval_loader",
+    "loop_progress",
+    "rank_and_world",
+    "require_eval_items",
+    "require_own_sampler",
+    "split_item",
+    "train_loader",
+]
+
+Key = tuple[int, int]
 
 
 def split_item(item: int | tuple[int, int], default_epoch: int) -> tuple[int, int]:
-    """``(index, epoch)`` from a dataset key that is an index or an ``(index, epoch)`` pair."""
-    if isinstance(item, tuple):
-        return int(item[0]), int(item[1])
-    return int(item), default_epoch
-
-
-class EpochSampler(Sampler):
-    """Seeded permutation per epoch (or the identity), yielding ``(index, epoch)``; can skip its first samples.
+    """``(index, epoch)`` from a dataset key that is an index or an ``(index, epoch)`` pair.
 
     Args:
-        length: dataset length.
-        shuffle: permute (seeded by ``(seed, epoch)``) or keep the order.
+        item: a plain index, or an ``(index, epoch)`` pair from :class:`EpochOrder`.
+        default_epoch: the epoch of a plain index (the dataset's current epoch).
+    """
+    if isinstance(item, (tuple, list)):
+        return int(item[0]), int(item[1])
+    return int(item), int(default_epoch)
+
+
+class EpochOrder(Sampler[Key]):
+    """The global order of one epoch, a pure function of ``(seed, epoch)``, yielding ``(index, epoch)``.
+
+    Args:
+        length: dataset length (>= 1).
+        shuffle: a seeded permutation per epoch; False keeps the dataset order (evaluation).
+        weights: per-item sampling weights: ``num_samples`` draws with replacement (needs ``shuffle``).
+        num_samples: samples per epoch (default ``length``); a permutation is cycled with fresh
+            permutations (or truncated) to this length, the identity is repeated.
         seed: base seed.
+        dataset: an object whose ``set_epoch(int)`` is kept in step (for code that indexes it with plain ints).
     """
 
-    def __init__(self, length: int, *, shuffle: bool = True, seed: int = 0) -> None:
-        self.length, self.shuffle, self.seed = length, shuffle, seed
+    def __init__(self, length: int, *, shuffle: bool = True, weights: Sequence[float] | torch.Tensor | None = None,
+                 num_samples: int | None = None, seed: int = 0, dataset: object | None = None) -> None:
+        if length < 1:
+            raise ValueError(f"EpochOrder needs a non-empty dataset, got length {length}")
+        n = length if num_samples is None else int(num_samples)
+        if n < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        self.length, self.num_samples, self.shuffle, self.seed = int(length), n, bool(shuffle), int(seed)
+        self.weights: np.ndarray | None = None
+        if weights is not None:
+            w = np.asarray(torch.as_tensor(weights, dtype=torch.float64).cpu().numpy(), dtype=np.float64)
+            if w.shape != (length,):
+                raise ValueError(f"weights has shape {w.shape} for {length} items")
+            if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+                raise ValueError("weights must be finite, non-negative and not all zero")
+            if not shuffle:
+                raise ValueError("weighted draws are random: weights need shuffle=True")
+            self.weights = w / w.sum()
+        self.dataset = dataset
         self.epoch = 0
-        self.skip = 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Called by Lightning at the start of every epoch."""
-        self.epoch = epoch
+        """Select the epoch whose order ``__iter__`` yields (Lightning calls this at every epoch start).
+
+        Args:
+            epoch: epoch number.
+        """
+        self.epoch = int(epoch)
+        set_dataset_epoch = getattr(self.dataset, "set_epoch", None)
+        if callable(set_dataset_epoch):
+            set_dataset_epoch(self.epoch)
+
+    def order(self, epoch: int) -> np.ndarray:
+        """Dataset indices of epoch ``epoch`` in global order (int64, ``num_samples`` long).
+
+        Args:
+            epoch: epoch number.
+        """
+        if not self.shuffle:
+            return np.resize(np.arange(self.length, dtype=np.int64), self.num_samples)
+        rng = np.random.default_rng([self.seed, int(epoch)])
+        if self.weights is not None:
+            return rng.choice(self.length, size=self.num_samples, replace=True, p=self.weights).astype(np.int64)
+        reps = -(-self.num_samples // self.length)
+        perms = [rng.permutation(self.length) for _ in range(reps)]
+        return np.concatenate(perms)[: self.num_samples].astype(np.int64)
 
     def __len__(self) -> int:
-        return self.length
+        return self.num_samples
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.length) if self.shuffle else np.arange(self.length)
-        skip, self.skip = self.skip, 0
-        for i in order[skip:]:
-            yield int(i), self.epoch
+    def __iter__(self) -> Iterator[Key]:
+        epoch = self.epoch
+        return ((int(i), epoch) for i in self.order(epoch))
+
+
+def _check_rank(rank: int, world_size: int, batch_size: int) -> None:
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, world_size), got rank {rank} of world_size {world_size}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+
+class StepBatches(Sampler[list[Key]]):
+    """Training batches of one rank: per-step blocks of the global order (see the module docstring).
+
+    Args:
+        order: the epoch's global order (Lightning reaches its ``set_epoch`` as ``batch_sampler.sampler``).
+        batch_size: per-rank batch ``b``.
+        rank: this process's global rank.
+        world_size: number of ranks.
+        drop_last: drop the incomplete last global batch; otherwise complete it by wrapping around.
+    """
+
+    def __init__(self, order: EpochOrder, *, batch_size: int, rank: int = 0, world_size: int = 1,
+                 drop_last: bool = True) -> None:
+        _check_rank(rank, world_size, batch_size)
+        self.sampler = order
+        self.batch_size, self.rank, self.world_size = int(batch_size), int(rank), int(world_size)
+        self.drop_last = bool(drop_last)
+        if drop_last and len(order) < self.global_batch:
+            raise ValueError(
+                f"{len(order)} samples per epoch cannot fill one global batch of {self.global_batch} "
+                f"(= {world_size} rank(s) x batch_size {batch_size}); lower batch_size or use drop_last=False")
+        self._resume: tuple[int, int] | None = None
+        #: (epoch, start position) of the iteration in progress; None before the first one.
+        self.started: tuple[int, int] | None = None
+
+    @property
+    def global_batch(self) -> int:
+        """Samples per step over all ranks, ``world_size * batch_size``."""
+        return self.world_size * self.batch_size
+
+    def steps(self, start: int = 0) -> int:
+        """Steps of an epoch begun at global position ``start`` (the same on every rank).
+
+        Args:
+            start: global positions already consumed.
+        """
+        left = max(0, len(self.sampler) - int(start))
+        return left // self.global_batch if self.drop_last else -(-left // self.global_batch)
+
+    def positions(self, step: int, start: int = 0) -> np.ndarray:
+        """Global positions of this rank's batch at ``step`` (wrapped around the epoch when padding).
+
+        Args:
+            step: step index, counted from ``start``.
+            start: global positions already consumed when the epoch was entered.
+        """
+        first = int(start) + step * self.global_batch + self.rank * self.batch_size
+        return np.arange(first, first + self.batch_size) % len(self.sampler)
+
+    def resume(self, epoch: int, samples: int) -> None:
+        """Make the next iteration over ``epoch`` start after its first ``samples`` global positions.
+
+        Args:
+            epoch: the epoch the positions belong to (another epoch starts from its beginning).
+            samples: global positions already consumed.
+        """
+        self._resume = (int(epoch), int(samples))
+
+    def __len__(self) -> int:
+        return self.steps(0)
+
+    def __iter__(self) -> Iterator[list[Key]]:
+        # A generator: the epoch and a pending resume are read when the first batch is drawn, not when the
+        # DataLoader asks for an iterator (it asks twice when it starts worker processes).
+        epoch = self.sampler.epoch
+        start = self._resume[1] if (self._resume is not None and self._resume[0] == epoch) else 0
+        self._resume = None
+        self.started = (epoch, start)
+        order = self.sampler.order(epoch)
+        for t in range(self.steps(start)):
+            yield [(int(order[p]), epoch) for p in self.positions(t, start)]
+
+
+class StridedBatches(Sampler[list[Key]]):
+    """Evaluation batches of one rank: positions ``rank, rank + world_size, ...`` of the order, no padding.
+
+    Args:
+        order: the order (usually the identity, ``EpochOrder(n, shuffle=False)``).
+        batch_size: items per batch (the last batch may be shorter).
+        rank: this process's global rank.
+        world_size: number of ranks.
+    """
+
+    def __init__(self, order: EpochOrder, *, batch_size: int, rank: int = 0, world_size: int = 1) -> None:
+        _check_rank(rank, world_size, batch_size)
+        self.sampler = order
+        self.batch_size, self.rank, self.world_size = int(batch_size), int(rank), int(world_size)
+
+    def items(self) -> int:
+        """Items this rank evaluates."""
+        return len(range(self.rank, len(self.sampler), self.world_size))
+
+    def __len__(self) -> int:
+        return -(-self.items() // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[Key]]:
+        epoch = self.sampler.epoch
+        mine = self.sampler.order(epoch)[self.rank::self.world_size]
+        return ([(int(i), epoch) for i in mine[s:s + self.batch_size]] for s in range(0, len(mine), self.batch_size))
 
 
 class ResumableDataLoader(DataLoader):
-    """A DataLoader whose position Lightning stores in checkpoints (``state_dict``/``load_state_dict``).
+    """A DataLoader over :class:`StepBatches` whose position Lightning stores in checkpoints.
 
     Args:
         dataset: a dataset accepting ``(index, epoch)`` keys.
-        batch_size: batch size.
-        shuffle: seeded shuffling per epoch.
-        seed: shuffling seed.
+        batches: this rank's training batches.
         progress: returns (epoch, batches processed in this epoch) of the training loop; its value is what a
-            checkpoint records (batches already fetched ahead by the loop are not counted as seen).
-        kwargs: other DataLoader arguments (num_workers, drop_last, ...); no sampler.
+            checkpoint records (batches fetched ahead by the loop or by workers are not counted as seen).
+            Without it the batches this loader has delivered are counted.
+        kwargs: other DataLoader arguments (num_workers, pin_memory, ...); no sampler or batch size.
     """
 
-    def __init__(self, dataset: Dataset, *, batch_size: int, shuffle: bool, seed: int,
+    def __init__(self, dataset: Dataset, *, batches: StepBatches,
                  progress: Callable[[], tuple[int, int]] | None = None, **kwargs: Any) -> None:
-        super().__init__(dataset, batch_size=batch_size, sampler=EpochSampler(len(dataset), shuffle=shuffle, seed=seed), **kwargs)
+        super().__init__(dataset, batch_sampler=batches, **kwargs)
+        self.batches = batches
         self.progress = progress
+        self._delivered = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        self._delivered = 0
+        return _Counted(super().__iter__(), self)
 
     def state_dict(self) -> dict[str, int]:
-        """Epoch and samples already consumed in it."""
-        epoch, batches = self.progress() if self.progress else (self.sampler.epoch, 0)
-        return {"epoch": int(epoch), "samples": int(batches) * int(self.batch_size or 1)}
+        """Epoch and GLOBAL samples already consumed in it.
+
+        The epoch is the one this loader is serving (a loop that stops at ``max_steps`` mid-epoch has already
+        counted that epoch as finished, its data has not); the batches are the loop's (``progress``), else those
+        this loader delivered. A resume not yet started is reported as it was loaded.
+        """
+        if self.batches._resume is not None:
+            epoch, samples = self.batches._resume
+            return {"epoch": int(epoch), "samples": int(samples)}
+        epoch, start = self.batches.started or (self.batches.sampler.epoch, 0)
+        if self.progress is not None:
+            return {"epoch": int(epoch), "samples": int(self.progress()[1]) * self.batches.global_batch}
+        return {"epoch": int(epoch), "samples": start + self._delivered * self.batches.global_batch}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        """Continue the stored epoch after its consumed samples."""
-        self.sampler.set_epoch(state["epoch"])
-        self.sampler.skip = state["samples"]
+        """Continue the stored epoch after its consumed samples, when the loop runs that epoch next.
+
+        The epoch itself is the loop's (``set_epoch``, or ``epoch`` of :func:`train_loader`): a loop that moves on
+        to the next epoch gets that epoch from its start.
+
+        Args:
+            state: a dict from :meth:`state_dict`.
+        """
+        self.batches.resume(int(state["epoch"]), int(state["samples"]))
+
+
+class _Counted:
+    """Iterator wrapper counting the batches a :class:`ResumableDataLoader` hands out."""
+
+    def __init__(self, inner: Iterator[Any], loader: ResumableDataLoader) -> None:
+        self.inner, self.loader = inner, loader
+
+    def __iter__(self) -> _Counted:
+        return self
+
+    def __next__(self) -> Any:
+        batch = next(self.inner)
+        self.loader._delivered += 1
+        return batch
+
+    def __len__(self) -> int:
+        return len(self.inner)  # type: ignore[arg-type]
+
+    def __getattr__(self, name: str) -> Any:  # Lightning inspects the DataLoader iterator (e.g. to shut workers)
+        return getattr(self.inner, name)
+
+
+def train_loader(dataset: Dataset, *, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
+                 weights: Sequence[float] | torch.Tensor | None = None, num_samples: int | None = None,
+                 drop_last: bool = True, progress: Callable[[], tuple[int, int]] | None = None,
+                 num_workers: int = 0, pin_memory: bool = False, epoch: int = 0) -> ResumableDataLoader:
+    """The training loader of every datamodule: seeded global order, per-step rank blocks, resumable.
+
+    Args:
+        dataset: a dataset accepting ``(index, epoch)`` keys.
+        batch_size: per-rank batch.
+        seed: seed of the order.
+        rank: this process's global rank.
+        world_size: number of ranks.
+        weights: per-item weights for draws with replacement (None: a permutation per epoch).
+        num_samples: global samples per epoch (default: the dataset length).
+        drop_last: drop the incomplete last global batch (else wrap around to complete it).
+        progress: (epoch, batches processed) of the training loop, for checkpoints.
+        num_workers: DataLoader worker processes (persistent when > 0).
+        pin_memory: pin batches in page-locked memory (GPU training).
+        epoch: the epoch the first iteration serves (:func:`epoch_to_run`: Lightning creates the first iterator,
+            and worker processes start drawing from it, before it calls ``set_epoch``).
+    """
+    order = EpochOrder(len(dataset), shuffle=True, weights=weights, num_samples=num_samples, seed=seed,  # type: ignore[arg-type]
+                       dataset=dataset)
+    order.set_epoch(epoch)
+    batches = StepBatches(order, batch_size=batch_size, rank=rank, world_size=world_size, drop_last=drop_last)
+    return ResumableDataLoader(dataset, batches=batches, progress=progress, num_workers=num_workers,
+                               persistent_workers=num_workers > 0, pin_memory=pin_memory)
+
+
+def eval_loader(dataset: Dataset, *, batch_size: int, rank: int = 0, world_size: int = 1, num_workers: int = 0,
+                pin_memory: bool = False) -> DataLoader:
+    """The evaluation loader of every datamodule: dataset order, rank ``r`` takes items ``r, r + world, ...``.
+
+    Args:
+        dataset: a dataset accepting ``(index, epoch)`` keys.
+        batch_size: items per batch.
+        rank: this process's global rank.
+        world_size: number of ranks.
+        num_workers: DataLoader worker processes (persistent when > 0).
+        pin_memory: pin batches in page-locked memory (GPU evaluation).
+    """
+    order = EpochOrder(len(dataset), shuffle=False)  # type: ignore[arg-type]
+    batches = StridedBatches(order, batch_size=batch_size, rank=rank, world_size=world_size)
+    return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, persistent_workers=num_workers > 0,
+                      pin_memory=pin_memory)
+
+
+def loop_progress(trainer: Any) -> tuple[int, int]:
+    """``(epoch, batches processed in it)`` of a Lightning Trainer's training loop, ``(0, 0)`` without one.
+
+    Args:
+        trainer: the datamodule's ``trainer`` (or None).
+    """
+    if trainer is None:
+        return 0, 0
+    return int(trainer.current_epoch), int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+
+
+def epoch_to_run(trainer: Any) -> int:
+    """The epoch a Lightning Trainer's training loop runs next (what it passes to ``set_epoch``), 0 without one.
+
+    Right after a resume this is not ``current_epoch`` (the finished epochs) but the epochs processed.
+
+    Args:
+        trainer: the datamodule's ``trainer`` (or None).
+    """
+    loop = getattr(trainer, "fit_loop", None)
+    return 0 if loop is None else int(loop.epoch_progress.current.processed)
+
+
+def rank_and_world(trainer: Any) -> tuple[int, int]:
+    """``(global_rank, world_size)`` of a Lightning Trainer, ``(0, 1)`` without one.
+
+    Args:
+        trainer: the datamodule's ``trainer`` (or None).
+    """
+    if trainer is None:
+        return 0, 1
+    return int(trainer.global_rank), int(trainer.world_size)
+
+
+def require_own_sampler(trainer: Any, owner: str) -> None:
+    """Refuse a multi-rank Trainer that would inject its own ``DistributedSampler`` into our loaders.
+
+    Args:
+        trainer: the datamodule's ``trainer`` (or None).
+        owner: the datamodule's name, for the message.
+
+    Raises:
+        ValueError: when ``world_size > 1`` and the Trainer has ``use_distributed_sampler=True``.
+    """
+    _, world = rank_and_world(trainer)
+    connector = getattr(trainer, "_accelerator_connector", None)
+    if world > 1 and getattr(connector, "use_distributed_sampler", False):
+        raise ValueError(
+            f"{owner} shards its data across the {world} ranks itself (data.loading: seeded order, per-step "
+            "blocks); create the Trainer with use_distributed_sampler=False (YAML: trainer: "
+            "{use_distributed_sampler: false}). Lightning would otherwise inject a DistributedSampler with "
+            "shuffle=True, which it cannot fit into this loader")
+
+
+def require_eval_items(n_items: int, world_size: int, what: str) -> None:
+    """Refuse an evaluation split with fewer items than ranks: a rank without any would skip the evaluation
+    epoch and its metric sync, and the other ranks would wait for it forever.
+
+    Args:
+        n_items: items of the split (patients, tiles).
+        world_size: number of ranks.
+        what: the split and its unit, for the message (``"validation patients"``).
+
+    Raises:
+        ValueError: when ``0 < n_items < world_size``.
+    """
+    if 0 < n_items < world_size:
+        raise ValueError(f"{n_items} {what} cannot be shared by {world_size} ranks (each rank evaluates at least "
+                         "one, no duplicates): use more held-out data or fewer devices")

@@ -22,8 +22,11 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import ndimage
 
+from data.files import atomic_dir, atomic_write_text
 from data.masks import body_mask
-from data.volumes import Volume
+from data.slides.phantom import make_phantom_slide
+from data.volumes.volume import Volume
+from data.volumes.writers import write_dicom_series, write_nifti
 
 # Tissue labels of the phantom's label map.
 AIR, LUNG, FAT, SOFT, LIVER, KIDNEY, HEART, BRAIN, MARROW, CORTICAL, LESION = range(11)
@@ -58,7 +61,8 @@ class PhantomPatient:
     lesion_suv: list[float] = field(default_factory=list)
 
 
-def phantom_affine(shape: Sequence[int], spacing: Sequence[float], angle_deg: float, shift_mm: Sequence[float]) -> np.ndarray:
+def phantom_affine(shape: Sequence[int], spacing: Sequence[float], angle_deg: float,
+                   shift_mm: Sequence[float]) -> np.ndarray:
     """Voxel-to-RAS affine: spacing, an in-plane rotation about the z axis and an off-centre origin.
 
     Args:
@@ -131,7 +135,8 @@ def _label_map(shape: Sequence[int], spacing: Sequence[float], rng: np.random.Ge
     return labels
 
 
-def _add_lesions(labels: np.ndarray, spacing: Sequence[float], rng: np.random.Generator, n: int) -> tuple[np.ndarray, list[float]]:
+def _add_lesions(labels: np.ndarray, spacing: Sequence[float], rng: np.random.Generator,
+                 n: int) -> tuple[np.ndarray, list[float]]:
     """Spherical lesions in liver or lung; returns a per-voxel lesion index (0 = none) and each lesion's SUV."""
     index = np.zeros(labels.shape, dtype=np.int16)
     suvs: list[float] = []
@@ -228,7 +233,7 @@ class DemoManifest:
         patients: patient id -> {"ct", "mr", "pet", "lesion_mask", "body_mask"} file paths (relative to root).
         dicom: patient id -> CT DICOM series folder (relative), for those also written as DICOM.
         splits: named lists of patient ids (``train_ct``/``train_mr`` are disjoint unpaired training sets); also
-            written as ``splits.json`` for :class:`data.datamodules.VolumeTranslationDataModule`.
+            written as ``splits.json`` for :class:`data.volumes.VolumeTranslationDataModule`.
         slides: slide file paths (relative); each has a ``<stem>.regions.csv`` beside it.
         seed: the seed everything was generated from.
     """
@@ -246,8 +251,12 @@ class DemoManifest:
                 "slides": self.slides}
 
     @classmethod
-    def load(cls, root: str | Path) -> "DemoManifest":
-        """Read ``root/manifest.json`` written by :func:`write_demo_dataset`."""
+    def load(cls, root: str | Path) -> DemoManifest:
+        """Read ``root/manifest.json`` written by :func:`write_demo_dataset`.
+
+        Args:
+            root: the demo data folder.
+        """
         root = Path(root)
         path = root / "manifest.json"
         if not path.is_file():
@@ -257,7 +266,12 @@ class DemoManifest:
                    seed=d["seed"])
 
     def paths(self, split: str, key: str) -> list[Path]:
-        """Absolute paths of file ``key`` (e.g. ``"ct"``) for every patient of ``split``."""
+        """Absolute paths of file ``key`` (e.g. ``"ct"``) for every patient of ``split``.
+
+        Args:
+            split: ``"train"``, ``"val"``, ``"test"``, ``"train_ct"`` or ``"train_mr"``.
+            key: file key (``"ct"``, ``"mr"``, ``"pet"``, ``"lesion_mask"``, ``"body_mask"``).
+        """
         if split not in self.splits:
             raise KeyError(f"unknown split {split!r}; have {sorted(self.splits)}")
         return [self.root / self.patients[p][key] for p in self.splits[split]]
@@ -305,10 +319,6 @@ def write_demo_dataset(
         slide_size: level-0 slide size (width, height) in pixels.
         n_dicom: how many patients' CT are also written as a DICOM series (shuffled file names).
     """
-    from data.atomic import atomic_dir, atomic_write_text
-    from data.slide_phantom import make_phantom_slide
-    from data.writers import write_dicom_series, write_nifti
-
     out = Path(out)
     ids = [f"patient_{i:03d}" for i in range(n_patients)]
     splits = demo_splits(ids)
@@ -318,12 +328,14 @@ def write_demo_dataset(
     with atomic_dir(out) as tmp:
         for i, pid in enumerate(ids):
             p = make_patient(seed * 1000 + i, shape=shape, spacing=spacing, patient_id=pid)
-            body = Volume(body_mask(p.ct.array).astype(np.float32), p.ct.affine, modality="SEG", source=f"phantom:{pid}:body")
+            body = Volume(body_mask(p.ct.array).astype(np.float32), p.ct.affine, modality="SEG",
+                          source=f"phantom:{pid}:body")
             entry = {}
-            for key, v in (("ct", p.ct), ("mr", p.mr), ("pet", p.pet), ("lesion_mask", p.lesion_mask), ("body_mask", body)):
+            images = (("ct", p.ct), ("mr", p.mr), ("pet", p.pet), ("lesion_mask", p.lesion_mask), ("body_mask", body))
+            for key, v in images:
                 rel = f"volumes/{pid}/{key}.nii.gz"  # the layout VolumeTranslationDataModule reads
-                write_nifti(v, tmp / rel, provenance={"generator": "data.phantoms.make_patient", "seed": seed * 1000 + i,
-                                                      "patient": pid, "kind": key})
+                write_nifti(v, tmp / rel, provenance={"generator": "data.phantoms.make_patient",
+                                                      "seed": seed * 1000 + i, "patient": pid, "kind": key})
                 entry[key] = rel
             patients[pid] = entry
             if i < n_dicom:

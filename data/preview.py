@@ -7,8 +7,8 @@ from typing import Sequence
 
 import numpy as np
 
-from data.atomic import atomic_path
-from data.volumes import Volume
+from data.files import atomic_path
+from data.volumes.volume import Volume
 
 #: Display windows as (centre, width), the radiologist's convention.
 CT_SOFT_TISSUE = (40.0, 400.0)
@@ -76,10 +76,19 @@ def coronal(volume: Volume | np.ndarray, j: int | None = None) -> np.ndarray:
 
 
 def volume_panels(ct: Volume, mr: Volume, pet: Volume, k: int | None = None) -> list[tuple[str, np.ndarray]]:
-    """Titled uint8 panels of one patient: CT soft tissue, CT bone, MR, PET (axial) and CT/PET coronal."""
+    """Titled uint8 panels of one patient: CT soft tissue, CT bone, MR, PET (axial) and CT/PET coronal.
+
+    Args:
+        ct: CT volume (HU).
+        mr: MR volume.
+        pet: PET volume (SUV).
+        k: axial slice (default: the middle one).
+    """
     zoom = ct.spacing[2] / ct.spacing[0]
+
     def cor(img: np.ndarray) -> np.ndarray:  # stretch slices to physical proportions
         return np.repeat(img, max(1, int(round(zoom))), axis=0)
+
     return [
         ("CT soft tissue W400 L40", display_window(axial(ct, k), *CT_SOFT_TISSUE)),
         ("CT bone W1800 L400", display_window(axial(ct, k), *CT_BONE)),
@@ -90,8 +99,14 @@ def volume_panels(ct: Volume, mr: Volume, pet: Volume, k: int | None = None) -> 
     ]
 
 
-def save_figure(fig: "object", path: str | Path, dpi: int = 100) -> Path:
-    """Save a matplotlib figure atomically as PNG and close it."""
+def save_figure(fig: object, path: str | Path, dpi: int = 100) -> Path:
+    """Save a matplotlib figure atomically as PNG and close it.
+
+    Args:
+        fig: a matplotlib figure.
+        path: PNG file to write.
+        dpi: resolution.
+    """
     import matplotlib.pyplot as plt
 
     with atomic_path(path, suffix=".png") as tmp:
@@ -148,7 +163,8 @@ def render_slides(slides: Sequence[str | Path], path: str | Path, *, mpp: float 
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    from data.tiles import manifest_path_for, open_slide, read_regions, slide_info, tile_grid, tissue_mask
+    # torch and OpenSlide: only the slide preview needs them, so the volume helpers above stay light to import
+    from data.slides import manifest_path_for, open_slide, read_regions, slide_info, tile_grid, tissue_mask
 
     fig, axes = plt.subplots(len(slides), 3, figsize=(15, 3.6 * len(slides)), squeeze=False)
     colours = plt.get_cmap("tab10")
@@ -170,18 +186,21 @@ def render_slides(slides: Sequence[str | Path], path: str | Path, *, mpp: float 
         labels = sorted({g.label for g in regions})
         for g in regions:
             c = colours(labels.index(g.label) % 10)
-            ax0.add_patch(Rectangle((g.x * scale, g.y * scale), g.width * scale, g.height * scale, fill=False, lw=1, ec=c))
+            ax0.add_patch(Rectangle((g.x * scale, g.y * scale), g.width * scale, g.height * scale, fill=False, lw=1,
+                                    ec=c))
         for i, name in enumerate(labels):
             ax0.plot([], [], color=colours(i % 10), label=name)
         if labels:
             ax0.legend(fontsize=6, loc="lower right")
         ax1.imshow(mask.mask, cmap="gray")
-        ax1.set_title(f"tissue mask ({mask.method}, threshold {mask.threshold:.3g}, {mask.fraction:.0%} tissue)", fontsize=8)
+        ax1.set_title(f"tissue mask ({mask.method}, threshold {mask.threshold:.3g}, {mask.fraction:.0%} tissue)",
+                      fontsize=8)
         ax2.imshow(thumb)
         for t in grid:
-            ax2.add_patch(Rectangle((t.x * scale, t.y * scale), t.size0 * scale, t.size0 * scale, fill=False, lw=0.5, ec="lime"))
-        ax2.set_title(f"{len(grid)} tiles of {tile_size} px at {mpp:g} um/px (level {grid[0].level}, >= {min_tissue:.0%} tissue)",
-                      fontsize=8)
+            ax2.add_patch(Rectangle((t.x * scale, t.y * scale), t.size0 * scale, t.size0 * scale, fill=False, lw=0.5,
+                                    ec="lime"))
+        ax2.set_title(f"{len(grid)} tiles of {tile_size} px at {mpp:g} um/px (level {grid[0].level}, "
+                      f">= {min_tissue:.0%} tissue)", fontsize=8)
         for ax in (ax0, ax1, ax2):
             ax.axis("off")
     return save_figure(fig, path)

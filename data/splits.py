@@ -27,6 +27,7 @@ def split_items(items: Sequence[T], *, val_fraction: float, test_fraction: float
     n_test = max(1, round(test_fraction * len(ordered))) if test_fraction > 0 else 0
     n_val = max(1, round(val_fraction * len(ordered))) if val_fraction > 0 else 0
     if n_test + n_val >= len(ordered):
-        raise ValueError(f"{len(ordered)} {unit}(s) cannot be split into val={n_val}, test={n_test} and a non-empty train set "
-                         f"(val_fraction={val_fraction}, test_fraction={test_fraction})")
-    return {"train": sorted(perm[n_test + n_val:]), "val": sorted(perm[n_test:n_test + n_val]), "test": sorted(perm[:n_test])}
+        raise ValueError(f"{len(ordered)} {unit}(s) cannot be split into val={n_val}, test={n_test} and a non-empty "
+                         f"train set (val_fraction={val_fraction}, test_fraction={test_fraction})")
+    return {"train": sorted(perm[n_test + n_val:]), "val": sorted(perm[n_test:n_test + n_val]),
+            "test": sorted(perm[:n_test])}

@@ -84,7 +84,8 @@ def test_body_mask_matches_phantom_anatomy(patient):
 def test_demo_splits_are_disjoint():
     ids = [f"p{i}" for i in range(10)]
     s = P.demo_splits(ids)
-    assert not set(s["train"]) & set(s["val"]) and not set(s["train"]) & set(s["test"]) and not set(s["val"]) & set(s["test"])
+    assert not set(s["train"]) & set(s["val"]) and not set(s["train"]) & set(s["test"])
+    assert not set(s["val"]) & set(s["test"])
     assert set(s["train"]) | set(s["val"]) | set(s["test"]) == set(ids)
     assert not set(s["train_ct"]) & set(s["train_mr"]) and set(s["train_ct"]) | set(s["train_mr"]) == set(s["train"])
     with pytest.raises(ValueError, match="at least 4"):
