@@ -19,7 +19,6 @@ feature difference between ours and pytorch-fid's (they should agree to ~1e-5).
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,10 +27,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from gan.metrics.features import FIDInceptionV3, FIDProtocol, extract_features  # noqa: E402
+from gan.metrics.features import FIDInceptionV3, FIDProtocol, extract_features
 
 
 def _images(n: int, size: int, seed: int) -> torch.Tensor:

@@ -49,6 +49,7 @@ class AdversarialLoss(nn.Module):
         self.mode = mode
 
     def extra_repr(self) -> str:
+        """The loss mode (printed with the module)."""
         return f"mode={self.mode!r}"
 
     def _generator_term(self, fake: torch.Tensor) -> torch.Tensor:

@@ -2,12 +2,13 @@
 
 The ``lpips`` package ships its small linear heads (``lpips/weights/v0.1/<net>.pth``) but fetches the ImageNet
 backbone from the internet through torchvision. Here the backbone is always built random
-(``lpips.LPIPS(pnet_rand=True)``) and, for ``pretrained=True``, its weights are read from a local file: an explicit
-``backbone_weights`` path or torchvision's file in the torch hub cache (``torch.hub.get_dir()/checkpoints``).
+(``lpips.LPIPS(pnet_rand=True)``) and, for ``pretrained=True``, its weights and the heads are located, checksummed
+and read by ``gan.weights``: an explicit ``backbone_weights`` file (or folder), or torchvision's file in the torch
+hub cache (``torch.hub.get_dir()/checkpoints``). ``net="vgg"`` is also the LPIPS-VGG distance of StyleGAN2's
+projector.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import warnings
@@ -18,22 +19,27 @@ from typing import Literal, get_args
 import lpips
 import torch
 from torch import nn
-from torchvision import models as tv_models
+
+from gan.weights import (
+    ALEXNET,
+    LPIPS_HEADS_ALEX,
+    LPIPS_HEADS_SQUEEZE,
+    LPIPS_HEADS_VGG,
+    SQUEEZENET1_1,
+    VGG16,
+    WeightsFile,
+    load,
+)
 
 LPIPSNet = Literal["alex", "vgg", "squeeze"]
 Reduction = Literal["mean", "none"]
 _NETS: tuple[str, ...] = get_args(LPIPSNet)
 
-# torchvision's ImageNet weights behind each LPIPS backbone (the enum gives the file name; nothing is fetched).
-_TORCHVISION_WEIGHTS = {
-    "alex": tv_models.AlexNet_Weights.IMAGENET1K_V1,
-    "vgg": tv_models.VGG16_Weights.IMAGENET1K_V1,
-    "squeeze": tv_models.SqueezeNet1_1_Weights.IMAGENET1K_V1,
-}
+# the weights files behind each LPIPS net: torchvision's ImageNet backbone and the lpips package's linear heads
+_BACKBONES: dict[str, WeightsFile] = {"alex": ALEXNET, "vgg": VGG16, "squeeze": SQUEEZENET1_1}
+_HEADS: dict[str, WeightsFile] = {"alex": LPIPS_HEADS_ALEX, "vgg": LPIPS_HEADS_VGG, "squeeze": LPIPS_HEADS_SQUEEZE}
 # smallest image side each backbone accepts (its last pooling layer needs at least one pixel)
 _MIN_SIZE = {"alex": 31, "vgg": 16, "squeeze": 17}
-# torchvision/torch.hub convention: "<name>-<first hex digits of sha256>.<ext>"
-_HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z0-9]+$")
 _SLICE_KEY = re.compile(r"^slice\d+\.(\d+\..+)$")
 
 
@@ -44,7 +50,7 @@ def backbone_file_name(net: LPIPSNet) -> str:
         net: ``"alex"``, ``"vgg"`` or ``"squeeze"``.
     """
     _check_net(net)
-    return _TORCHVISION_WEIGHTS[net].url.rsplit("/", 1)[-1]
+    return _BACKBONES[net].filename
 
 
 def default_backbone_path(net: LPIPSNet) -> Path:
@@ -53,77 +59,13 @@ def default_backbone_path(net: LPIPSNet) -> Path:
     Args:
         net: ``"alex"``, ``"vgg"`` or ``"squeeze"``.
     """
-    return Path(torch.hub.get_dir()) / "checkpoints" / backbone_file_name(net)
+    _check_net(net)
+    return _BACKBONES[net].default_path()
 
 
 def _check_net(net: str) -> None:
     if net not in _NETS:
         raise ValueError(f"LPIPS net must be one of {_NETS}, got {net!r}")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def verify_hash_in_name(path: Path) -> None:
-    """If ``path``'s name carries a sha256 prefix (``<name>-<hex>.<ext>``, torchvision's convention), check it.
-
-    Args:
-        path: the weights file.
-
-    Raises:
-        ValueError: the file's sha256 does not start with the prefix in its name.
-    """
-    match = _HASH_IN_NAME.search(path.name)
-    if match is None:
-        return
-    expected, actual = match.group(1), _sha256(path)
-    if not actual.startswith(expected):
-        raise ValueError(
-            f"{path}: sha256 is {actual}, but the file name says it starts with {expected}; the file is corrupt, "
-            f"truncated or not the weights its name claims"
-        )
-
-
-def load_backbone_state(net: LPIPSNet, path: Path) -> dict[str, torch.Tensor]:
-    """Read torchvision ImageNet weights for an LPIPS backbone from a local file, without executing pickled code.
-
-    Args:
-        net: ``"alex"``, ``"vgg"`` or ``"squeeze"`` (used in messages).
-        path: a torchvision state dict file (keys ``features.<i>.weight`` ...).
-
-    Raises:
-        FileNotFoundError: the file does not exist; the message says which file to place where.
-        ValueError: the sha256 prefix in the file name does not match, or the file is not a state dict.
-    """
-    path = Path(path)
-    if not path.is_file():
-        name = backbone_file_name(net)
-        weights = _TORCHVISION_WEIGHTS[net]
-        raise FileNotFoundError(
-            f"LPIPS backbone weights for net={net!r} not found: {path} does not exist. Weights are never "
-            f"downloaded at run time. Place torchvision's ImageNet file '{name}' "
-            f"(torchvision.models.{type(weights).__name__}.{weights.name}) at {default_backbone_path(net)}, "
-            f"or pass backbone_weights=<path to that file>. On a machine with internet access, "
-            f"`torchvision.models.{weights.url.rsplit('/', 1)[-1].split('-')[0]}(weights='{weights.name}')` "
-            f"saves it under <torch.hub.get_dir()>/checkpoints/."
-        )
-    verify_hash_in_name(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise ValueError(
-            f"{path}: cannot read LPIPS backbone weights with torch.load(weights_only=True): {exc}"
-        ) from exc
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(
-            f"{path}: expected a torchvision state dict (parameter name -> tensor), got {type(state).__name__}"
-        )
-    return state
 
 
 def _load_backbone(model: lpips.LPIPS, net: str, source: dict[str, torch.Tensor], path: Path) -> None:
@@ -150,15 +92,13 @@ def _load_backbone(model: lpips.LPIPS, net: str, source: dict[str, torch.Tensor]
 
 
 def _load_linear_heads(model: lpips.LPIPS, net: str) -> None:
-    """Load the calibrated linear heads shipped inside the lpips package (v0.1)."""
-    path = Path(lpips.__file__).parent / "weights" / "v0.1" / f"{net}.pth"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: the lpips package's linear-head weights are missing; reinstall lpips")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    """Load the calibrated linear heads shipped inside the lpips package (v0.1), checked by their sha256."""
+    heads_file = load(_HEADS[net])
+    state = heads_file.state
     heads = [k for k in model.state_dict() if re.match(r"lin\d+\.", k)]  # `lins.<i>` aliases the same modules
     missing = sorted(set(heads) - set(state))
     if missing:
-        raise ValueError(f"{path}: linear-head weights lack {missing}")
+        raise ValueError(f"{heads_file.path}: linear-head weights lack {missing}")
     model.load_state_dict({k: state[k] for k in heads}, strict=False)
 
 
@@ -175,9 +115,10 @@ class LPIPSLoss(nn.Module):
         net: LPIPS backbone: ``"alex"`` (the usual loss), ``"vgg"`` or ``"squeeze"``.
         pretrained: True loads the ImageNet backbone from a local file and the calibrated linear heads shipped
             with the lpips package; False gives a random backbone and random heads (for tests).
-        backbone_weights: torchvision weights file for the backbone; default
-            ``torch.hub.get_dir()/checkpoints/<torchvision's file name>`` (e.g. ``alexnet-owt-7be5be79.pth``).
-            When the file name carries a sha256 prefix (``-<hex>.pth``, torchvision's convention) it is checked.
+        backbone_weights: torchvision weights file for the backbone, or a folder holding it under torchvision's
+            name; default ``torch.hub.get_dir()/checkpoints/<torchvision's file name>`` (e.g.
+            ``alexnet-owt-7be5be79.pth``). When the file name carries a sha256 prefix (``-<hex>.pth``, torchvision's
+            convention) it is checked.
         spatial_dims: 2 for (N, C, H, W) images, 3 for (N, C, D, H, W) volumes (2.5D LPIPS).
         slice_axes: spatial axes to slice along for ``spatial_dims=3`` (subset of 0, 1, 2).
         max_slices: at most this many evenly spaced slices per axis (None: all), to bound the cost for large
@@ -214,13 +155,12 @@ class LPIPSLoss(nn.Module):
         self.reduction = reduction
 
         if pretrained:  # read (and check) the file before building anything, so a missing file fails fast
-            path = Path(backbone_weights) if backbone_weights is not None else default_backbone_path(net)
-            backbone = load_backbone_state(net, path)
+            backbone = load(_BACKBONES[net], backbone_weights, option="backbone_weights")
         with warnings.catch_warnings():  # torchvision's deprecation notice for lpips's `pretrained=` call
             warnings.simplefilter("ignore", UserWarning)
             model = lpips.LPIPS(pretrained=False, net=net, pnet_rand=True, verbose=False)
         if pretrained:
-            _load_backbone(model, net, backbone, path)
+            _load_backbone(model, net, backbone.state, backbone.path)
             _load_linear_heads(model, net)
         model.requires_grad_(False)
         self.lpips = model.eval()

@@ -65,7 +65,8 @@ def mind_descriptor(x: torch.Tensor, spatial_dims: int | None = None, distance: 
     """
     sd = x.dim() - 2 if spatial_dims is None else spatial_dims
     if sd not in (2, 3) or x.dim() != sd + 2:
-        raise ValueError(f"mind_descriptor expects (N, C, *spatial) with 2 or 3 spatial dims, got shape {tuple(x.shape)}")
+        raise ValueError("mind_descriptor expects (N, C, *spatial) with 2 or 3 spatial dims, "
+                         f"got shape {tuple(x.shape)}")
     if distance < 1 or sigma <= 0:
         raise ValueError(f"distance must be >= 1 and sigma > 0, got distance={distance}, sigma={sigma}")
     n, c = x.shape[:2]
@@ -92,7 +93,8 @@ def mind_loss(pred: torch.Tensor, reference: torch.Tensor, spatial_dims: int | N
         sigma: patch Gaussian width in voxels.
     """
     if pred.shape != reference.shape:
-        raise ValueError(f"mind_loss: pred shape {tuple(pred.shape)} differs from reference shape {tuple(reference.shape)}")
+        raise ValueError(f"mind_loss: pred shape {tuple(pred.shape)} differs from reference shape "
+                         f"{tuple(reference.shape)}")
     return (mind_descriptor(pred, spatial_dims, distance, sigma)
             - mind_descriptor(reference, spatial_dims, distance, sigma)).abs().mean()
 

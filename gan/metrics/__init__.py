@@ -1,4 +1,13 @@
-"""Metrics: image metrics in physical units with masks, SynthRAD protocols, torchmetrics trackers."""
+"""Metrics: functional metrics beside torchmetrics classes, FID/KID on pinned protocols, the memorization audit.
+
+* ``image`` / ``volume`` / ``synthrad``: MAE, PSNR, SSIM in physical units with masks, and the SynthRAD protocols
+  (functional); ``patient_average``: their patient-averaged torchmetrics classes (``VolumeMetrics``,
+  ``LesionSUVMetrics``);
+* ``frechet``: the Fréchet distance and KID math; ``fid``: FID/KID metrics and cached statistics;
+  ``features/``: protocols, the Inception extractors and any-module extractors;
+* ``fid_volume``: 2.5D FID/KID for volumes and the slice selection; ``fid_per_class``: per-class FID/KID;
+* ``memorization/``: nearest neighbours, the data-copying test, the report and the audit.
+"""
 from gan.metrics.features import (
     FIDInceptionV3,
     FIDProtocol,
@@ -13,24 +22,12 @@ from gan.metrics.fid import (
     KernelInceptionDistance,
     KIDResult,
     fid_from_stats,
-)
-from gan.metrics.fid_medical import (
-    ClassConditionalFID,
-    ClassConditionalKID,
-    Volume25DFID,
-    Volume25DFIDResult,
     fid_is_biased,
-    slice_indices,
-    volume_slices,
 )
+from gan.metrics.fid_per_class import ClassConditionalFID, ClassConditionalKID
+from gan.metrics.fid_volume import Volume25DFID, Volume25DFIDResult, slice_indices, volume_slices
 from gan.metrics.frechet import frechet_distance, kid
 from gan.metrics.image import local_moments, mae, psnr, ssim, ssim_map
-from gan.metrics.synthrad import (
-    synthrad2023_metrics,
-    synthrad2023_ssim,
-    synthrad2025_metrics,
-    synthrad2025_ms_ssim,
-)
 from gan.metrics.memorization import (
     CopyingVerdict,
     MemorizationReport,
@@ -40,7 +37,13 @@ from gan.metrics.memorization import (
     lpips_nearest,
     nearest_neighbours,
 )
-from gan.metrics.tracker import LesionSUVMetrics, VolumeMetrics
+from gan.metrics.patient_average import LesionSUVMetrics, VolumeMetrics
+from gan.metrics.synthrad import (
+    synthrad2023_metrics,
+    synthrad2023_ssim,
+    synthrad2025_metrics,
+    synthrad2025_ms_ssim,
+)
 from gan.metrics.volume import (
     PROTOCOLS,
     Protocol,

@@ -3,17 +3,19 @@
 Every score carries its protocol record (see :func:`gan.metrics.features.protocol_record`) plus the
 numbers of real and fake images. Reference statistics of a real set are cached as ``.npz`` in
 pytorch-fid's format (``mu``, ``sigma``) with the protocol record as an extra JSON key; statistics of
-different protocols or extractors are never compared (a ``ValueError`` says what differs).
+different protocols or extractors are never compared (a ``ValueError`` says what differs), and neither are
+statistics of random and pretrained weights (the record's ``"weights"`` stamp). FID is biased on small sets:
+:func:`fid_is_biased` is the rule the composite metrics (2.5D, per class) flag with :class:`SmallSampleFIDWarning`;
+:class:`SharedExtractorMetric` is their base (child FID/KID metrics sharing one extractor).
 """
 
 from __future__ import annotations
 
+import io
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Union
+from typing import Any, Callable, Mapping, Sequence, Union
 
 import numpy as np
 import torch
@@ -21,29 +23,55 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from gan.metrics.features import (
-    FeatureExtractor,
-    FIDInceptionV3,
+from data.files import atomic_write_bytes
+from gan.metrics.features.extractor import FeatureExtractor, extract_features
+from gan.metrics.features.inception import FIDInceptionV3
+from gan.metrics.features.protocol import (
     FIDProtocol,
-    extract_features,
     protocol_record,
     pytorch_fid_protocol_record,
+    with_weights_stamp,
 )
 from gan.metrics.frechet import frechet_distance, kid
 
 PathLike = Union[str, Path]
 
 __all__ = [
+    "DEFAULT_MIN_IMAGES_FOR_FID",
     "FIDResult",
     "FeatureStats",
     "FrechetInceptionDistance",
     "KIDResult",
     "KernelInceptionDistance",
+    "SharedExtractorMetric",
+    "SmallSampleFIDWarning",
     "check_comparable",
     "fid_from_stats",
+    "fid_is_biased",
+    "resolve_extractor",
 ]
 
 _COUNT_KEYS = frozenset({"n", "n_real", "n_fake"})
+
+#: Below about this many images per set, FID is noticeably biased and KID is the better score.
+DEFAULT_MIN_IMAGES_FOR_FID = 2000
+
+
+class SmallSampleFIDWarning(UserWarning):
+    """A FID was computed on fewer images than ``min_images_for_fid``: it is biased; report KID."""
+
+
+def fid_is_biased(
+    n_real: int | None, n_fake: int | None, min_images_for_fid: int = DEFAULT_MIN_IMAGES_FOR_FID
+) -> bool:
+    """Whether a FID on these set sizes is biased enough that KID should be reported instead.
+
+    Args:
+        n_real: number of real images (None when unknown, e.g. cached statistics without a count).
+        n_fake: number of generated images (None when unknown).
+        min_images_for_fid: the smallest set size for which FID is considered reliable.
+    """
+    return any(n is not None and n < min_images_for_fid for n in (n_real, n_fake))
 
 
 @dataclass
@@ -102,6 +130,7 @@ def check_comparable(a: Mapping[str, Any], b: Mapping[str, Any], *, names: tuple
     Raises:
         ValueError: listing every differing setting.
     """
+    a, b = with_weights_stamp(a), with_weights_stamp(b)  # records written before the stamp get it derived
     diffs = []
     for key in sorted((set(a) | set(b)) - _COUNT_KEYS):
         va, vb = a.get(key, "<missing>"), b.get(key, "<missing>")
@@ -124,7 +153,7 @@ class FeatureStats:
         mu: (d,) mean feature vector.
         sigma: (d, d) covariance (ddof = 1, as ``np.cov``).
         n: number of images, or None when unknown (plain pytorch-fid files).
-        protocol: protocol record (without counts).
+        protocol: protocol record (without counts; a record written before the weights stamp gets it derived).
     """
 
     mu: np.ndarray
@@ -138,10 +167,10 @@ class FeatureStats:
         d = self.mu.shape[0] if self.mu.ndim == 1 else -1
         if self.mu.ndim != 1 or self.sigma.shape != (d, d):
             raise ValueError(f"FeatureStats needs mu (d,) and sigma (d, d), got {self.mu.shape} and {self.sigma.shape}")
-        self.protocol = {k: v for k, v in dict(self.protocol).items() if k not in _COUNT_KEYS}
+        self.protocol = {k: v for k, v in with_weights_stamp(self.protocol).items() if k not in _COUNT_KEYS}
 
     @classmethod
-    def from_features(cls, features: np.ndarray | Tensor, protocol: Mapping[str, Any]) -> "FeatureStats":
+    def from_features(cls, features: np.ndarray | Tensor, protocol: Mapping[str, Any]) -> FeatureStats:
         """Statistics of an (n, d) feature matrix, as pytorch-fid computes them (``np.mean``, ``np.cov``).
 
         Args:
@@ -166,27 +195,19 @@ class FeatureStats:
             raise ValueError(f"{path}: statistics files must end in .npz (pytorch-fid recognises them by it)")
         if not path.parent.is_dir():
             raise FileNotFoundError(f"{path}: folder {path.parent} does not exist")
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez_compressed(
-                    fh,
-                    mu=self.mu,
-                    sigma=self.sigma,
-                    n=np.int64(-1 if self.n is None else self.n),
-                    protocol=np.array(json.dumps(self.protocol, sort_keys=True)),
-                )
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        buf = io.BytesIO()
+        np.savez_compressed(
+            buf,
+            mu=self.mu,
+            sigma=self.sigma,
+            n=np.int64(-1 if self.n is None else self.n),
+            protocol=np.array(json.dumps(self.protocol, sort_keys=True)),
+        )
+        atomic_write_bytes(path, buf.getvalue(), fsync=True)
         return path
 
     @classmethod
-    def load(cls, path: PathLike, *, assume_protocol: FIDProtocol | str | None = None) -> "FeatureStats":
+    def load(cls, path: PathLike, *, assume_protocol: FIDProtocol | str | None = None) -> FeatureStats:
         """Read a statistics ``.npz`` written by :meth:`save` or, with ``assume_protocol``, by pytorch-fid.
 
         Args:
@@ -251,6 +272,25 @@ def fid_from_stats(real: FeatureStats, fake: FeatureStats) -> FIDResult:
     return FIDResult(value=value, protocol={**protocol, "n_real": real.n, "n_fake": fake.n})
 
 
+def resolve_extractor(extractor: FeatureExtractor | None) -> FeatureExtractor:
+    """The extractor a metric uses: ``extractor`` itself (checked), or :class:`FIDInceptionV3` from the hub cache.
+
+    Args:
+        extractor: a :class:`FeatureExtractor`, or None for the FID Inception (its file is never downloaded).
+
+    Raises:
+        ValueError: ``extractor`` is not a :class:`FeatureExtractor`.
+    """
+    if extractor is None:
+        extractor = FIDInceptionV3()
+    if not isinstance(extractor, FeatureExtractor):
+        raise ValueError(
+            f"extractor must be a gan.metrics.features.FeatureExtractor, got {type(extractor).__name__}; "
+            "wrap a plain nn.Module with ModuleExtractor(module, name=...)"
+        )
+    return extractor
+
+
 class _ExtractorMetric(Metric):
     """Shared machinery of FID and KID: the extractor, the protocol, and feature extraction.
 
@@ -272,15 +312,8 @@ class _ExtractorMetric(Metric):
         self, *, extractor: FeatureExtractor | None, protocol: FIDProtocol | str, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
-        if extractor is None:
-            extractor = FIDInceptionV3()
-        if not isinstance(extractor, FeatureExtractor):
-            raise ValueError(
-                f"extractor must be a gan.metrics.features.FeatureExtractor, got {type(extractor).__name__}; "
-                "wrap a plain nn.Module with ModuleExtractor(module, name=...)"
-            )
         self.protocol = FIDProtocol(protocol)
-        object.__setattr__(self, "_extractor", extractor)  # bypass nn.Module registration on purpose
+        object.__setattr__(self, "_extractor", resolve_extractor(extractor))  # bypass nn.Module registration
 
     @property
     def extractor(self) -> FeatureExtractor:
@@ -288,10 +321,10 @@ class _ExtractorMetric(Metric):
         return self._extractor
 
     def protocol_record(self) -> dict[str, Any]:
-        """This metric's protocol record (without counts)."""
+        """The protocol record of this metric (without counts)."""
         return protocol_record(self.protocol, self._extractor)
 
-    def _apply(self, fn: Callable, *args: Any, **kwargs: Any) -> "_ExtractorMetric":
+    def _apply(self, fn: Callable, *args: Any, **kwargs: Any) -> _ExtractorMetric:
         this = super()._apply(fn, *args, **kwargs)
         extractor = self._extractor
         target = fn(torch.zeros(1, device=extractor.device)).device
@@ -518,3 +551,51 @@ def _check_features(feats: Tensor, dim: int) -> Tensor:
     if not torch.isfinite(feats).all():
         raise ValueError("precomputed features contain NaN or Inf")
     return feats
+
+
+class SharedExtractorMetric(Metric):
+    """Base of metrics made of child FID/KID metrics that share one extractor (2.5D FID, per-class FID/KID).
+
+    The extractor is not a registered submodule (not in ``state_dict``, not broadcast by DDP); every child syncs
+    itself, and the parent's own counts are sum states. ``forward()`` is refused: a per-batch FID is meaningless.
+
+    Args:
+        extractor: the shared feature extractor; None loads :class:`FIDInceptionV3` from the hub cache.
+        kwargs: torchmetrics ``Metric`` options, also given to every child.
+    """
+
+    is_differentiable = False
+    higher_is_better = False
+    full_state_update = False
+
+    def __init__(self, *, extractor: FeatureExtractor | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        object.__setattr__(self, "_extractor", resolve_extractor(extractor))  # not in state_dict, not broadcast
+
+    @property
+    def extractor(self) -> FeatureExtractor:
+        """The shared feature extractor."""
+        return self._extractor
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Not supported (a per-batch FID is meaningless); use ``update()`` then ``compute()``.
+
+        Args:
+            args: ignored.
+            kwargs: ignored.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} has no per-batch forward(); call update(...) for each batch and compute() "
+            "at the end"
+        )
+
+    def _reset_own_states(self, keep: Sequence[str]) -> None:
+        """Reset this metric's own states except those named in ``keep``.
+
+        Args:
+            keep: state names to preserve.
+        """
+        kept = {k: getattr(self, k).clone() for k in keep}
+        super().reset()
+        for key, value in kept.items():
+            setattr(self, key, value)

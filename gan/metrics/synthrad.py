@@ -172,7 +172,7 @@ def synthrad2023_metrics(
 
 
 def _edge_pad_to(x: Tensor, min_size: int) -> Tensor:
-    """numpy ``np.pad(x, ((b, a), ...), mode='edge')`` with ``b = max((S - n) // 2, 0)``, rest after."""
+    """Like numpy's ``np.pad(x, ((b, a), ...), mode='edge')`` with ``b = max((S - n) // 2, 0)``, rest after."""
     for axis, n in enumerate(x.shape):
         before = max((min_size - n) // 2, 0)
         after = max(min_size - n - (min_size - n) // 2, 0)

@@ -1,5 +1,5 @@
-"""Losses against independent references: torch.nn.functional hand formulas and numpy for the adversarial and
-L1 losses, the lpips package's own LPIPS (with the same backbone weights) for the perceptual loss."""
+"""LPIPS perceptual loss against the lpips package's own LPIPS (with the same backbone weights); weights files are
+local only (missing, wrong hash, unreadable)."""
 from __future__ import annotations
 
 import hashlib
@@ -12,142 +12,13 @@ import lpips.pretrained_networks
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 import torchvision
 
-from gan.losses import (
-    AdversarialLoss,
-    LPIPSLoss,
-    backbone_file_name,
-    cycle_loss,
-    identity_loss,
-    l1_loss,
-    lesion_weighted_l1,
-)
+from gan.losses import LPIPSLoss, backbone_file_name
 
 torch.set_num_threads(1)
 
 
-# --------------------------------------------------------------------------- adversarial
-def _logits(seed: int, *shapes):
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(s, generator=g) * 2 for s in shapes]
-
-
-def _np_softplus(x):
-    return np.logaddexp(0.0, x)
-
-
-def test_lsgan_matches_hand_formulas():
-    real, fake = _logits(0, (2, 1, 6, 6), (2, 1, 6, 6))
-    loss = AdversarialLoss("lsgan")
-    d_ref = 0.5 * (F.mse_loss(real, torch.ones_like(real)) + F.mse_loss(fake, torch.zeros_like(fake)))
-    torch.testing.assert_close(loss.discriminator_loss(real, fake), d_ref)
-    torch.testing.assert_close(loss.generator_loss(fake), F.mse_loss(fake, torch.ones_like(fake)))
-    r, f = real.numpy().astype(np.float64), fake.numpy().astype(np.float64)
-    expected = 0.5 * (((r - 1) ** 2).mean() + (f**2).mean())
-    assert loss.discriminator_loss(real, fake).item() == pytest.approx(expected, rel=1e-5)
-
-
-def test_nonsaturating_matches_bce_with_logits():
-    real, fake = _logits(1, (3, 1, 5, 7), (3, 1, 5, 7))
-    loss = AdversarialLoss("nonsaturating")
-    bce = F.binary_cross_entropy_with_logits
-    d_ref = bce(real, torch.ones_like(real)) + bce(fake, torch.zeros_like(fake))
-    torch.testing.assert_close(loss.discriminator_loss(real, fake), d_ref)
-    torch.testing.assert_close(loss.generator_loss(fake), bce(fake, torch.ones_like(fake)))
-    f = fake.numpy().astype(np.float64)
-    assert loss.generator_loss(fake).item() == pytest.approx(_np_softplus(-f).mean(), rel=1e-5)
-
-
-def test_hinge_matches_hand_formulas():
-    real, fake = _logits(2, (2, 1, 4, 4), (2, 1, 4, 4))
-    loss = AdversarialLoss("hinge")
-    r, f = real.numpy().astype(np.float64), fake.numpy().astype(np.float64)
-    d_ref = np.maximum(0, 1 - r).mean() + np.maximum(0, 1 + f).mean()
-    assert loss.discriminator_loss(real, fake).item() == pytest.approx(d_ref, rel=1e-5)
-    torch.testing.assert_close(loss.discriminator_loss(real, fake), F.relu(1 - real).mean() + F.relu(1 + fake).mean())
-    assert loss.generator_loss(fake).item() == pytest.approx(-f.mean(), rel=1e-5, abs=1e-7)
-
-
-@pytest.mark.parametrize("mode", ["lsgan", "nonsaturating", "hinge"])
-def test_multiscale_lists_average_over_scales(mode):
-    shapes = [(2, 1, 8, 8), (2, 1, 4, 4), (2, 1, 2, 2)]
-    reals, fakes = _logits(3, *shapes), _logits(4, *shapes)
-    loss = AdversarialLoss(mode)
-    d_each = [loss.discriminator_loss(r, f).item() for r, f in zip(reals, fakes)]
-    g_each = [loss.generator_loss(f).item() for f in fakes]
-    assert loss.discriminator_loss(reals, fakes).item() == pytest.approx(np.mean(d_each), rel=1e-6)
-    assert loss.generator_loss(fakes).item() == pytest.approx(np.mean(g_each), rel=1e-6)
-    assert loss(fakes).item() == pytest.approx(np.mean(g_each), rel=1e-6)
-    with pytest.raises(ValueError, match="3 real logit maps but 2"):
-        loss.discriminator_loss(reals, fakes[:2])
-
-
-def test_adversarial_bad_mode():
-    with pytest.raises(ValueError, match="wgan"):
-        AdversarialLoss("wgan")
-
-
-# --------------------------------------------------------------------------- reconstruction
-@pytest.fixture()
-def pair():
-    rng = np.random.default_rng(0)
-    p = rng.uniform(-1, 1, (2, 3, 5, 6, 4))
-    t = rng.uniform(-1, 1, (2, 3, 5, 6, 4))
-    return p, t
-
-
-def test_l1_plain_masked_weighted_against_numpy(pair):
-    p, t = pair
-    rng = np.random.default_rng(1)
-    mask = rng.uniform(size=(2, 1, 5, 6, 4)) > 0.6  # one mask for all channels
-    weight = rng.uniform(0.1, 3.0, size=(2, 3, 5, 6, 4))
-    P, T = torch.tensor(p), torch.tensor(t)
-    d = np.abs(p - t)
-    m3 = np.broadcast_to(mask, d.shape)
-    assert l1_loss(P, T).item() == pytest.approx(d.mean(), rel=1e-12)
-    assert l1_loss(P, T, mask=torch.tensor(mask)).item() == pytest.approx(d[m3].mean(), rel=1e-12)
-    assert l1_loss(P, T, weight=torch.tensor(weight)).item() == pytest.approx(np.average(d, weights=weight), rel=1e-12)
-    both = l1_loss(P, T, mask=torch.tensor(mask), weight=torch.tensor(weight)).item()
-    assert both == pytest.approx(np.average(d[m3], weights=weight[m3]), rel=1e-12)
-    assert cycle_loss(P, T).item() == pytest.approx(d.mean(), rel=1e-12)
-    assert identity_loss(P, T, mask=torch.tensor(mask)).item() == pytest.approx(d[m3].mean(), rel=1e-12)
-
-
-def test_l1_empty_mask_is_zero_and_differentiable(pair):
-    p, t = pair
-    P = torch.tensor(p, requires_grad=True)
-    out = l1_loss(P, torch.tensor(t), mask=torch.zeros(2, 1, 5, 6, 4, dtype=torch.bool))
-    out.backward()
-    assert out.item() == 0.0 and torch.all(P.grad == 0)
-
-
-def test_l1_shape_errors(pair):
-    p, t = pair
-    with pytest.raises(ValueError, match=r"\(2, 3, 5, 6, 4\).*\(2, 3, 5, 6\)"):
-        l1_loss(torch.tensor(p), torch.tensor(t[..., 0]))
-    with pytest.raises(ValueError, match=r"mask shape \(2, 2, 5, 6, 4\)"):
-        l1_loss(torch.tensor(p), torch.tensor(t), mask=torch.ones(2, 2, 5, 6, 4))
-
-
-def test_lesion_weighted_l1_against_numpy(pair):
-    p, t = pair
-    rng = np.random.default_rng(2)
-    lesion = rng.uniform(size=(2, 1, 5, 6, 4)) > 0.85
-    d = np.abs(p - t)
-    w = np.where(np.broadcast_to(lesion, d.shape), 5.0, 1.0)
-    expected = (w * d).sum() / w.sum()
-    P, T, M = torch.tensor(p), torch.tensor(t), torch.tensor(lesion)
-    assert lesion_weighted_l1(P, T, M).item() == pytest.approx(expected, rel=1e-12)
-    assert lesion_weighted_l1(P, T, M, lesion_weight=1.0).item() == pytest.approx(d.mean(), rel=1e-12)
-    # lesion voxels dominate: a lesion-only error weighs more than plain L1 says
-    assert lesion_weighted_l1(P, T, M).item() != pytest.approx(d.mean(), rel=1e-3)
-    with pytest.raises(ValueError, match="lesion_weight"):
-        lesion_weighted_l1(P, T, M, lesion_weight=0.0)
-
-
-# --------------------------------------------------------------------------- LPIPS
 @pytest.fixture()
 def no_network(monkeypatch, tmp_path):
     """Any download attempt fails loudly; the torch hub cache points at an empty folder."""

@@ -11,6 +11,7 @@ from scipy import ndimage
 
 from gan.losses import mind_descriptor, mind_loss
 from gan.models import CycleGAN
+from gan.models.config import DiscriminatorConfig, GeneratorConfig
 
 
 def _reference_mind(img: np.ndarray, distance: int, sigma: float) -> np.ndarray:
@@ -97,11 +98,14 @@ def test_cyclegan_structure_term_is_logged_and_weighted(weight, tmp_path):
     import lightning as L
 
     torch.manual_seed(0)
-    model = CycleGAN(features=4, n_blocks=1, d_features=4, d_layers=2, lambda_structure=weight)
-    trainer = L.Trainer(default_root_dir=str(tmp_path), logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        accelerator="cpu", max_epochs=1, limit_val_batches=0, enable_checkpointing=False)
+    model = CycleGAN(generator=GeneratorConfig(features=4, n_blocks=1),
+                     discriminator=DiscriminatorConfig(features=4, layers=2), lambda_structure=weight)
+    trainer = L.Trainer(default_root_dir=str(tmp_path), logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, accelerator="cpu", max_epochs=1, limit_val_batches=0,
+                        enable_checkpointing=False)
     trainer.fit(model, torch.utils.data.DataLoader(_Pairs(), batch_size=2))
     m = trainer.callback_metrics
-    parts = m["train/adv_epoch"] + 10.0 * m["train/cycle_epoch"] + 5.0 * m["train/identity_epoch"] + weight * m["train/structure_epoch"]
+    parts = (m["train/adv_epoch"] + 10.0 * m["train/cycle_epoch"] + 5.0 * m["train/identity_epoch"]
+             + weight * m["train/structure_epoch"])
     assert m["train/loss_g_epoch"].item() == pytest.approx(parts.item(), rel=1e-5)
     assert (m["train/structure_epoch"].item() > 0) == (weight > 0)

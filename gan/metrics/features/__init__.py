@@ -1,0 +1,45 @@
+"""Features for FID/KID and the memorization audit: protocols, the Inception-v3 extractors, any-module extractors.
+
+* ``protocol``: :class:`FIDProtocol`, the pinned pre-processing and :func:`protocol_record`;
+* ``inception``: :class:`FIDInceptionV3` and :class:`TorchvisionInceptionExtractor` (weights through ``gan.weights``);
+* ``extractor``: the :class:`FeatureExtractor` base, :class:`ModuleExtractor` and :func:`extract_features`.
+"""
+from gan.metrics.features.extractor import FeatureExtractor, ModuleExtractor, extract_features
+from gan.metrics.features.inception import (
+    FID_WEIGHTS_FILENAME,
+    FID_WEIGHTS_SHA256_PREFIX,
+    FID_WEIGHTS_URL,
+    TORCHVISION_INCEPTION_FILENAME,
+    TORCHVISION_INCEPTION_SHA256_PREFIX,
+    TORCHVISION_INCEPTION_URL,
+    FIDInceptionV3,
+    TorchvisionInceptionExtractor,
+)
+from gan.metrics.features.protocol import (
+    FIDProtocol,
+    preprocess_images,
+    protocol_record,
+    pytorch_fid_protocol_record,
+    quantize_uint8,
+    random_weights,
+)
+
+__all__ = [
+    "FID_WEIGHTS_FILENAME",
+    "FID_WEIGHTS_SHA256_PREFIX",
+    "FID_WEIGHTS_URL",
+    "TORCHVISION_INCEPTION_FILENAME",
+    "TORCHVISION_INCEPTION_SHA256_PREFIX",
+    "TORCHVISION_INCEPTION_URL",
+    "FIDInceptionV3",
+    "FIDProtocol",
+    "FeatureExtractor",
+    "ModuleExtractor",
+    "TorchvisionInceptionExtractor",
+    "extract_features",
+    "preprocess_images",
+    "protocol_record",
+    "pytorch_fid_protocol_record",
+    "quantize_uint8",
+    "random_weights",
+]
