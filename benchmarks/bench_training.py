@@ -1,28 +1,26 @@
 """Training throughput of the Lightning modules vs a plain PyTorch loop with the same nets, losses and optimisers.
 
 Both run in the same process on the same in-memory samples (random tensors in [-1, 1], so no file I/O) through the
-same DataLoader, after a warm-up, alternating plain and Lightning runs ``--repeats`` times (medians reported). Prints images/s of each, the ratio Lightning / plain (target: Lightning's overhead
-<= 10%, i.e. ratio >= 0.9) and peak memory (CUDA: max allocated; CPU: process max RSS).
+same DataLoader, after a warm-up, alternating plain and Lightning runs ``--repeats`` times (medians reported).
+Prints images/s of each, the ratio Lightning / plain (target: Lightning's overhead <= 10%, i.e. ratio >= 0.9) and
+peak memory (CUDA: max allocated; CPU: process max RSS).
 
-    python benchmarks/bench_training.py [--model cyclegan|pix2pix|both] [--size 64] [--batch 4] [--steps 30] [--repeats 3] [--device cpu]
+    python benchmarks/bench_training.py [--model cyclegan|pix2pix|both] [--size 64] [--batch 4] [--steps 30] \
+        [--repeats 3] [--device cpu]
 """
 from __future__ import annotations
 
 import argparse
 import resource
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from gan.losses import cycle_loss, l1_loss  # noqa: E402
-from gan.models import CycleGAN, Pix2Pix  # noqa: E402
+from gan.losses import cycle_loss, l1_loss
+from gan.models import CycleGAN, Pix2Pix
 
 
 class Batches(Dataset):
@@ -49,10 +47,12 @@ def plain_cyclegan_step(m: CycleGAN, opt_g, opt_d, a: torch.Tensor, b: torch.Ten
         p.requires_grad_(False)
     fake_b, fake_a = m.generator(a), m.generator_ba(b)
     rec_a, rec_b = m.generator_ba(fake_b), m.generator(fake_a)
-    loss_g = (m.adversarial.generator_loss(m.discriminator_b(fake_b)) + m.adversarial.generator_loss(m.discriminator_a(fake_a))
+    adv = m.adversarial.generator_loss
+    loss_g = (adv(m.discriminator_b(fake_b)) + adv(m.discriminator_a(fake_a))
               + hp.lambda_cycle * (cycle_loss(rec_a, a) + cycle_loss(rec_b, b)))
     if hp.lambda_identity > 0:
-        loss_g = loss_g + hp.lambda_identity * hp.lambda_cycle * (cycle_loss(m.generator(b), b) + cycle_loss(m.generator_ba(a), a))
+        idt = cycle_loss(m.generator(b), b) + cycle_loss(m.generator_ba(a), a)
+        loss_g = loss_g + hp.lambda_identity * hp.lambda_cycle * idt
     loss_g.backward()
     opt_g.step()
     opt_g.zero_grad(set_to_none=True)
@@ -68,13 +68,15 @@ def plain_cyclegan_step(m: CycleGAN, opt_g, opt_d, a: torch.Tensor, b: torch.Ten
 def plain_pix2pix_step(m: Pix2Pix, opt_g, opt_d, x: torch.Tensor, y: torch.Tensor) -> None:
     """The pix2pix update written as a plain loop."""
     fake = m.generator(x)
-    loss_d = m.adversarial.discriminator_loss(m.discriminator(torch.cat([x, y], 1)), m.discriminator(torch.cat([x, fake.detach()], 1)))
+    loss_d = m.adversarial.discriminator_loss(m.discriminator(torch.cat([x, y], 1)),
+                                              m.discriminator(torch.cat([x, fake.detach()], 1)))
     loss_d.backward()
     opt_d.step()
     opt_d.zero_grad(set_to_none=True)
     for p in m.discriminator.parameters():
         p.requires_grad_(False)
-    loss_g = m.adversarial.generator_loss(m.discriminator(torch.cat([x, fake], 1))) + m.hparams.lambda_l1 * l1_loss(fake, y)
+    loss_g = (m.adversarial.generator_loss(m.discriminator(torch.cat([x, fake], 1)))
+              + m.hparams.lambda_l1 * l1_loss(fake, y))
     loss_g.backward()
     opt_g.step()
     opt_g.zero_grad(set_to_none=True)
@@ -83,9 +85,12 @@ def plain_pix2pix_step(m: Pix2Pix, opt_g, opt_d, x: torch.Tensor, y: torch.Tenso
 
 
 def build(kind: str):
+    """The module, its batch keys and the equivalent plain step."""
     if kind == "cyclegan":
-        return CycleGAN(features=16, n_blocks=6, d_features=16), ("ct", "mr"), plain_cyclegan_step
-    return Pix2Pix(num_downs=6, features=16, d_features=16), ("ct", "pet"), plain_pix2pix_step
+        return (CycleGAN(generator={"features": 16, "n_blocks": 6}, discriminator={"features": 16}), ("ct", "mr"),
+                plain_cyclegan_step)
+    return (Pix2Pix(generator={"num_downs": 6, "features": 16}, discriminator={"features": 16}), ("ct", "pet"),
+            plain_pix2pix_step)
 
 
 def peak_memory(device: str) -> str:
@@ -162,7 +167,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = ap.parse_args(argv)
     kinds = ("cyclegan", "pix2pix") if args.model == "both" else (args.model,)
     ratios = {}
-    print(f"{'model':9s} {'plain img/s':>12s} {'Lightning img/s':>16s} {'ratio':>7s}   ({args.size}px, batch {args.batch}, {args.device})")
+    print(f"{'model':9s} {'plain img/s':>12s} {'Lightning img/s':>16s} {'ratio':>7s}   "
+          f"({args.size}px, batch {args.batch}, {args.device})")
     for k in kinds:
         plain, light = measure(k, args.size, args.batch, args.steps, args.device, args.repeats)
         ratios[k] = light / plain

@@ -28,10 +28,16 @@ class EMA(nn.Module):
             p.requires_grad_(False)
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        """Move the average towards ``model``'s current weights."""
+    def update(self, model: nn.Module, decay: float | None = None) -> None:
+        """Move the average towards ``model``'s current weights.
+
+        Args:
+            model: the trained network (same architecture).
+            decay: this update's factor (StyleGAN2 derives it from a half-life in images); default ``self.decay``.
+        """
+        d = self.decay if decay is None else float(decay)
         for e, p in zip(self.module.parameters(), model.parameters()):
-            e.lerp_(p.detach(), 1.0 - self.decay)
+            e.lerp_(p.detach(), 1.0 - d)
         for e, b in zip(self.module.buffers(), model.buffers()):
             e.copy_(b)
 
@@ -39,7 +45,7 @@ class EMA(nn.Module):
         """Run the averaged network."""
         return self.module(*args, **kwargs)
 
-    def train(self, mode: bool = True) -> "EMA":
+    def train(self, mode: bool = True) -> EMA:
         """The average always stays in eval mode."""
         super().train(False)
         return self

@@ -43,6 +43,14 @@ class ImagePool:
                 out.append(img)
         return torch.cat(out, 0)
 
+    def reseed(self, seed: int) -> None:
+        """Restart the pool's random generator from ``seed`` (e.g. one stream per DDP rank).
+
+        Args:
+            seed: the new seed.
+        """
+        self.generator.manual_seed(seed)
+
     def state_dict(self) -> dict[str, Any]:
         """Buffer contents (on CPU) and generator state."""
         return {"size": self.size, "images": [i.cpu() for i in self.images], "rng": self.generator.get_state()}

@@ -171,11 +171,14 @@ class ResnetGenerator(nn.Module):
         )
         init_weights(self, gain=init_gain)
 
+    #: Every spatial input size must be a multiple of this (two stride-2 levels; inference pads to it).
+    size_multiple = 4
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Translate an image.
 
         Args:
             x: (N, in_channels, *spatial) input in [-1, 1]; every spatial size a multiple of 4.
         """
-        check_divisible(x, self.spatial_dims, 4, type(self).__name__)
+        check_divisible(x, self.spatial_dims, self.size_multiple, type(self).__name__)
         return self.head(self.up(self.blocks(self.down(self.stem(x)))))

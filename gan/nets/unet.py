@@ -141,11 +141,16 @@ class UnetGenerator(nn.Module):
         )
         init_weights(self, gain=init_gain)
 
+    @property
+    def size_multiple(self) -> int:
+        """Every spatial input size must be a multiple of this (inference pads to it)."""
+        return 2**self.num_downs
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Translate an image.
 
         Args:
             x: (N, in_channels, *spatial) input in [-1, 1]; every spatial size divisible by 2**num_downs.
         """
-        check_divisible(x, self.spatial_dims, 2**self.num_downs, type(self).__name__)
+        check_divisible(x, self.spatial_dims, self.size_multiple, type(self).__name__)
         return self.model(x)
