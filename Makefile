@@ -8,7 +8,7 @@ DEMO_DIR ?= demo_out
 export WANDB_MODE ?= offline
 export PYTHONHASHSEED ?= 0
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test lint bench clean
 
 setup: $(STAMP)
 
@@ -20,9 +20,13 @@ $(STAMP): pyproject.toml constraints.txt
 	@echo "setup done: $(VENV) ($$($(PY) -c 'import torch; print("torch", torch.__version__)'))"
 
 demo: setup
-	$(VENV)/bin/medsynth demo --out $(DEMO_DIR)
+	$(VENV)/bin/medsynth demo --out $(DEMO_DIR) --overwrite
 
-test: setup
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
+
+test: lint
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: setup
