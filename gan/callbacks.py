@@ -152,12 +152,45 @@ class SamplePanels(Callback):
                                  caption=[f"{p.get('patient')}: {src} | output | {tgt} | |error|"])
 
 
+class SampleGrids(Callback):
+    """After each validation, write the module's sample grid (``pl_module.sample_grid()``: uint8 (H, W, 3), e.g.
+    StyleGAN2's one row per class of fixed seeds) as ``<run>/samples/epoch_NNN.png`` and log it to W&B, on global
+    rank 0 only.
+
+    Args:
+        every_n_epochs: how often to write a grid.
+    """
+
+    def __init__(self, every_n_epochs: int = 1) -> None:
+        self.every_n_epochs = every_n_epochs
+        self.last_path: Path | None = None
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Render and write the grid."""
+        skip = trainer.sanity_checking or not trainer.is_global_zero or trainer.current_epoch % self.every_n_epochs
+        if skip or not hasattr(pl_module, "sample_grid"):
+            return
+        img = np.asarray(pl_module.sample_grid())
+        rows = list(getattr(pl_module, "class_names", []) or []) or ["all"]
+        cfg = getattr(pl_module, "eval_config", None)
+        path = run_dir(trainer) / "samples" / f"epoch_{trainer.current_epoch:03d}.png"
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        write_png(img, path, provenance={"epoch": trainer.current_epoch, "rows": rows, "metrics": metrics,
+                                         "seeds": list(range(getattr(cfg, "grid_seeds", 0))),
+                                         "truncation": getattr(cfg, "truncation", None)})
+        self.last_path = path
+        for logger in trainer.loggers:
+            if hasattr(logger, "log_image"):
+                logger.log_image(key="val/grid", images=[img], caption=[f"rows: {', '.join(rows)}"])
+
+
 class EpochSummary(Callback):
     """One console line per validation on global rank 0: the model's metrics with the baseline's beside them,
     e.g. ``epoch 3 | val mae 90.24 (baseline 208.3) | psnr 17.29 (10.96) | ssim 0.7289 (0.3785)``.
 
     Args:
-        names: metrics to show, in order (those logged as ``val/<name>``).
+        names: metrics to show, in order (those logged as ``val/<name>``; ``prefix*`` shows every metric starting
+            with ``prefix``, e.g. ``diversity_*`` for StyleGAN2's per-class diversity).
     """
 
     def __init__(self, names: tuple[str, ...] = ("mae", "psnr", "ssim", "ms_ssim", "fid_2p5d", "kid_2p5d")) -> None:
@@ -183,7 +216,13 @@ def format_epoch_line(epoch: int, metrics: dict[str, float], names: tuple[str, .
         stage: ``val`` or ``test``.
     """
     parts = []
-    for n in names:
+    expanded: list[str] = []
+    for n in names:  # "prefix*" stands for every logged metric starting with prefix, in name order
+        if n.endswith("*"):
+            expanded += sorted(k[len(stage) + 1:] for k in metrics if k.startswith(f"{stage}/{n[:-1]}"))
+        else:
+            expanded.append(n)
+    for n in expanded:
         v = metrics.get(f"{stage}/{n}")
         if v is None:
             continue
@@ -345,5 +384,6 @@ def metrics_json_for(checkpoint: str | Path) -> Path:
     return Path(c[: -len(".ckpt")] + ".metrics.json" if c.endswith(".ckpt") else c + ".metrics.json")
 
 
-__all__ = ["BASELINE_NAMES", "CheckpointWithMetrics", "EpochSummary", "SamplePanels", "TestReport", "display",
+__all__ = ["BASELINE_NAMES", "CheckpointWithMetrics", "EpochSummary", "SampleGrids", "SamplePanels", "TestReport",
+           "display",
            "format_epoch_line", "metrics_json_for", "metrics_table", "panel", "panel_slice", "run_dir"]

@@ -25,6 +25,11 @@ def _cli_class() -> type:
             """Link the settings the model takes from the datamodule (given once, under ``data``)."""
             for key in LINKED_ARGUMENTS:
                 parser.link_arguments(f"data.init_args.{key}", f"model.init_args.{key}")
+            # tiles (StyleGAN2): the tile size is the resolution; the classes and the scale are the datamodule's
+            parser.link_arguments("data.init_args.tile_size", "model.init_args.resolution")
+            for attr in ("class_names", "mpp"):
+                parser.link_arguments("data", f"model.init_args.{attr}", apply_on="instantiate",
+                                      compute_fn=lambda dm, attr=attr: getattr(dm, attr, None))
 
         def before_instantiate_classes(self) -> None:
             """With ``--ckpt_path``, continue the checkpoint's run: ``fit`` resumes it (same W&B id, folder, best-k);

@@ -17,9 +17,10 @@ from data.files import sha256_file
 from gan.models.base import CHECKPOINT_FORMAT, GANModule
 from gan.models.cyclegan import CycleGAN
 from gan.models.pix2pix import Pix2Pix
+from gan.models.stylegan2 import StyleGAN2
 
 #: Family name recorded in checkpoints -> module class. A new family adds one line.
-FAMILIES: dict[str, type[GANModule]] = {"CycleGAN": CycleGAN, "Pix2Pix": Pix2Pix}
+FAMILIES: dict[str, type[GANModule]] = {"CycleGAN": CycleGAN, "Pix2Pix": Pix2Pix, "StyleGAN2": StyleGAN2}
 
 # format 1 (flat hyperparameters) -> (group, field) of format 2
 _FLAT_TO_GROUP: dict[str, tuple[str, str]] = {
@@ -164,4 +165,36 @@ def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> L
                             data_state=dict(data_state))
 
 
-__all__ = ["FAMILIES", "LoadedCheckpoint", "load_module", "read_checkpoint", "upgrade_format1"]
+def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tuple[Any, dict[str, Any]]:
+    """A StyleGAN2 generator in eval mode and what outputs made with it record, from a checkpoint of
+    ``medsynth fit`` (the EMA generator) or a folder written by ``medsynth export``.
+
+    Args:
+        path: a ``.ckpt`` of the StyleGAN2 family, or an export folder.
+        device: device of the generator.
+
+    Returns:
+        ``(generator, info)`` with ``info`` holding ``class_names`` ([] when unconditional), ``mpp``, ``tile_size``,
+        ``checkpoint_sha256`` (the export's weights sha256 for an export folder) and ``source``.
+    """
+    from gan.nets.stylegan2 import load_exported, read_export_config
+
+    p = Path(path)
+    if p.is_dir():
+        config = read_export_config(p)
+        meta = dict(config.get("metadata") or {})
+        G = load_exported(p, device=device)
+        return G, {"class_names": list(meta.get("class_names") or []), "mpp": meta.get("mpp"),
+                   "tile_size": meta.get("tile_size", G.config.get("resolution")),
+                   "checkpoint_sha256": meta.get("checkpoint_sha256") or config.get("weights_sha256"),
+                   "source": str(p), "family": "StyleGAN2"}
+    loaded = load_module(p, map_location="cpu")
+    if loaded.family != "StyleGAN2":
+        raise ValueError(f"{p}: a {loaded.family} checkpoint; this needs a StyleGAN2 checkpoint or export folder")
+    module = loaded.module
+    G = module.inference_generator.to(device).eval()
+    return G, {"class_names": list(module.class_names), "mpp": module.mpp, "tile_size": int(module.hparams.resolution),
+               "checkpoint_sha256": loaded.sha256, "source": str(p), "family": "StyleGAN2"}
+
+
+__all__ = ["FAMILIES", "LoadedCheckpoint", "load_generator", "load_module", "read_checkpoint", "upgrade_format1"]

@@ -110,6 +110,110 @@ class VolumeEvalConfig:
     fid_max_slices: int = 32
 
 
+# -- StyleGAN2 -------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StyleNetConfig:
+    """Sizes of the StyleGAN2 generator and discriminator (the resolution and the classes come from the data).
+
+    Args:
+        z_dim: latent width (512 in the paper).
+        w_dim: width of w (512).
+        mapping_layers: FC layers of the mapping network (8; 2 in StyleGAN2-ADA's small-data configs).
+        channel_base: capacity; channels at resolution r are ``min(channel_base // r, channel_max)`` (16384 for the
+            paper's 256 px configuration, 32768 for config F at 1024 px).
+        channel_max: maximum channels per layer (512).
+        mbstd_group: minibatch-stddev group of the discriminator (4; must divide the chunk: the largest divisor of the
+            chunk size that is at most this is used).
+        fused_modconv: grouped-convolution modulated convs (True) or scale-convolve-scale (False, faster on CPU).
+    """
+
+    z_dim: int = 512
+    w_dim: int = 512
+    mapping_layers: int = 8
+    channel_base: int = 16384
+    channel_max: int = 512
+    mbstd_group: int = 4
+    fused_modconv: bool = False
+
+
+@dataclass(frozen=True)
+class StyleOptimConfig:
+    """Adam of StyleGAN2 (both networks; lazy regularisation rescales lr and betas by interval / (interval + 1)).
+
+    Args:
+        lr: learning rate (0.0025 at 256 px; 0.002 at 1024 px).
+        betas: Adam betas ((0, 0.99)).
+        eps: Adam epsilon (1e-8).
+    """
+
+    lr: float = 0.0025
+    betas: tuple[float, float] = (0.0, 0.99)
+    eps: float = 1e-8
+
+
+@dataclass(frozen=True)
+class StyleRegConfig:
+    """Regularisation of StyleGAN2 (Karras et al. 2020): lazy R1 and path length, style mixing.
+
+    Args:
+        r1_gamma: R1 weight gamma (1 at 256 px in the paper; 10 at 1024 px); 0 disables.
+        r1_interval: R1 every this many iterations (16), scaled by the interval.
+        pl_weight: path-length weight (2); 0 disables.
+        pl_interval: path length every this many iterations (4), scaled by the interval.
+        pl_batch_shrink: path length on ``batch // pl_batch_shrink`` samples (2).
+        pl_decay: decay of the running mean path length (0.01).
+        style_mixing: probability of mixing two latents at a random layer (0.9).
+    """
+
+    r1_gamma: float = 1.0
+    r1_interval: int = 16
+    pl_weight: float = 2.0
+    pl_interval: int = 4
+    pl_batch_shrink: int = 2
+    pl_decay: float = 0.01
+    style_mixing: float = 0.9
+
+
+@dataclass(frozen=True)
+class StyleAugmentConfig:
+    """Discriminator augmentation: ADA (Karras et al. 2020), DiffAugment (Zhao et al. 2020) or none.
+
+    Args:
+        kind: ``"ada"`` (adaptive probability), ``"diffaugment"`` (color, translation, cutout) or ``"none"``.
+        target: ADA's target for r_t = E[sign(D(real))] (0.6).
+        interval: iterations between adjustments of p (4).
+        speed_kimg: thousands of real images for p to move by 1 (500).
+        initial_p: starting probability (0).
+    """
+
+    kind: Literal["ada", "diffaugment", "none"] = "ada"
+    target: float = 0.6
+    interval: int = 4
+    speed_kimg: float = 500.0
+    initial_p: float = 0.0
+
+
+@dataclass(frozen=True)
+class TileEvalConfig:
+    """What a StyleGAN2 validation produces: per-class sample grids and the per-class diversity figure.
+
+    Args:
+        grid_seeds: generated tiles per class in the sample grid (seeds 0..n-1, the same every validation).
+        truncation: psi of the sample grids.
+        diversity_tiles: generated and real tiles per class for the diversity figure (mean pairwise LPIPS).
+        diversity_warning: warn when a class's generated diversity falls below this fraction of its real diversity
+            (the conditional mode collapse that users of the reference report).
+        lpips_pretrained: LPIPS with its pretrained AlexNet (a local file or the torch hub cache); False uses a
+            seeded random network (smoke runs only: such figures compare with nothing).
+    """
+
+    grid_seeds: int = 8
+    truncation: float = 1.0
+    diversity_tiles: int = 16
+    diversity_warning: float = 0.5
+    lpips_pretrained: bool = True
+
+
 def as_config(cls: type[C], value: C | dict[str, Any] | None, default: C | None = None) -> C:
     """``value`` as an instance of the group ``cls``: an instance is returned as it is; a dict (as stored in a
     checkpoint's hyperparameters, or given in Python) overrides the fields it names of ``default``; None gives
@@ -153,6 +257,11 @@ __all__ = [
     "GeneratorConfig",
     "Norm",
     "OptimConfig",
+    "StyleAugmentConfig",
+    "StyleNetConfig",
+    "StyleOptimConfig",
+    "StyleRegConfig",
+    "TileEvalConfig",
     "Protocol",
     "Upsample",
     "VolumeEvalConfig",
