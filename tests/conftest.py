@@ -26,3 +26,14 @@ def phantom_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for key, v in (("ct", p.ct), ("mr", p.mr), ("pet", p.pet), ("lesion_mask", p.lesion_mask)):
             nib.save(nib.Nifti1Image(v.array, v.affine), d / f"{key}.nii.gz")
     return root
+
+
+@pytest.fixture(scope="session")
+def slide_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three small phantom slides (0.25 um/px, every region class) with their region CSVs."""
+    from data.slides.phantom import make_phantom_slide
+
+    root = tmp_path_factory.mktemp("slides")
+    for i in range(3):
+        make_phantom_slide(root / f"s{i}.svs", width=2048, height=1536, seed=i)
+    return root

@@ -144,6 +144,8 @@ class TileDataModule(L.LightningDataModule):
             raise ValueError("TileDataModule: no slides given")
         self.splits = split_slides(paths, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
         self.class_names = list(class_names) if class_names is not None else discover_classes(paths, regions)
+        # stored resolved: the model is linked to these, and Lightning compares the two when it logs hparams
+        self.save_hyperparameters({**self.hparams, "class_names": list(self.class_names)})
         self.augmentation = TileAugment() if augment else None
         self.datasets: dict[str, TileDataset] = {}
         if uint8_transfer:  # bound per instance: otherwise a model's own on_after_batch_transfer would be shadowed

@@ -10,7 +10,7 @@ optimiser step at the end:
 4. D regularisation, every ``r1_interval`` iterations: R1 on the reals (before augmentation), weighted by the interval.
 
 Lazy regularisation rescales Adam's lr and betas by ``c = interval / (interval + 1)`` (lr * c, beta ** c). After the
-steps: ADA's p moves every ``augment.interval`` iterations, the generator EMA follows with a half-life of
+steps: ADA's p moves every ``d_augment.interval`` iterations, the generator EMA follows with a half-life of
 ``ema_kimg`` thousand images (``beta = 0.5 ** (batch / (ema_kimg * 1000))``, optionally ramped up), and the mapping
 network's global and per-class ``w_avg`` follow the batch's w. Latents, noise, mixing cut-offs and augmentation come
 from generators seeded by (seed, iteration, phase, chunk), so a resumed run draws exactly what an uninterrupted one
@@ -54,7 +54,8 @@ class StyleGAN2(GANModule):
         network: generator/discriminator sizes.
         optim: Adam settings (both networks).
         regularization: R1, path length and style mixing.
-        augment: ADA / DiffAugment / none.
+        d_augment: the discriminator's augmentation: ADA / DiffAugment / none (tile flips and rotations are the
+            datamodule's `augment`).
         ema_kimg: half-life of the generator EMA in thousands of images (20 at 256 px with batch 64 in the paper).
         ema_rampup: ramp the EMA half-life up to ``ema_rampup`` x the images seen so far (None: no ramp-up).
         batch_gpu: images per chunk inside a device's batch (gradients accumulated over the chunks; None: the whole
@@ -77,7 +78,7 @@ class StyleGAN2(GANModule):
         network: StyleNetConfig = StyleNetConfig(),
         optim: StyleOptimConfig = StyleOptimConfig(),
         regularization: StyleRegConfig = StyleRegConfig(),
-        augment: StyleAugmentConfig = StyleAugmentConfig(),
+        d_augment: StyleAugmentConfig = StyleAugmentConfig(),
         ema_kimg: float = 20.0,
         ema_rampup: float | None = None,
         batch_gpu: int | None = None,
@@ -89,7 +90,7 @@ class StyleGAN2(GANModule):
         super().__init__(seed=seed)
         self.save_hyperparameters()
         net, self.optim = self.group("network", network), self.group("optim", optim)
-        self.reg, self.aug_config = self.group("regularization", regularization), self.group("augment", augment)
+        self.reg, self.aug_config = self.group("regularization", regularization), self.group("d_augment", d_augment)
         self.eval_config = self.group("evaluation", evaluation)
         if label_sampling not in ("uniform", "data"):
             raise ValueError(f"label_sampling must be 'uniform' or 'data', got {label_sampling!r}")
@@ -366,6 +367,7 @@ class StyleGAN2(GANModule):
         lpips = self._lpips.to(self.device)
         n = self.eval_config.diversity_tiles
         values: dict[str, Tensor] = {}
+        gaps: list[Tensor] = []
         for k in range(max(1, self.num_classes)):
             name = self.class_names[k] if self.num_classes else "all"
             fake = self.sample(list(range(1000, 1000 + n)), label=k)
@@ -376,9 +378,12 @@ class StyleGAN2(GANModule):
                 d_real = mean_pairwise(lpips, torch.stack(real).to(self.device))
                 values[f"val/diversity_real_{name}"] = d_real
                 ratio = float(d_fake / d_real.clamp_min(1e-8))
+                gaps.append((1 - d_fake / d_real.clamp_min(1e-8)).clamp_min(0))
                 if ratio < self.eval_config.diversity_warning and self.global_rank == 0:
                     log.warning("class %s: generated diversity %.3g is %.0f%% of the real tiles' %.3g (collapse?)",
                                 name, float(d_fake), 100 * ratio, float(d_real))
+        if gaps:  # 0 when every class is at least as diverse as its real tiles: a sweep's collapse alarm
+            values["val/diversity_gap"] = torch.stack(gaps).mean()
         self.log_dict({k: v.float() for k, v in values.items()})
 
     # -- checkpoints ----------------------------------------------------------------------------------

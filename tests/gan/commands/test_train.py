@@ -26,11 +26,15 @@ def _data_overrides(root: Path) -> list[str]:
             "--data.init_args.test_fraction=0.2"]
 
 
+def _slide_overrides(slides: Path) -> list[str]:
+    return [f"--data.init_args.slides={slides}", "--data.init_args.num_workers=0", "--data.init_args.val_fraction=0.34"]
+
+
 def test_there_are_configs_and_sweeps():
     names = {p.name for p in CONFIGS}
     assert {"cyclegan_ct2mri.yaml", "cyclegan_ct2mri_demo.yaml", "pix2pix_ct2pet.yaml",
-            "pix2pix_ct2pet_demo.yaml"} <= names
-    assert len(SWEEPS) >= 2
+            "pix2pix_ct2pet_demo.yaml", "stylegan2_pathology.yaml", "stylegan2_pathology_demo.yaml"} <= names
+    assert len(SWEEPS) >= 3
     for p in CONFIGS:  # the shared blocks live in base.yaml only
         cfg = yaml.safe_load(p.read_text())
         assert "class_path" not in (cfg.get("trainer", {}).get("logger") or {}), f"{p.name} repeats the logger"
@@ -52,6 +56,24 @@ def test_config_fast_dev_run(config, phantom_dir, tmp_path, monkeypatch):
     assert torch.isfinite(m["val/mae"]) and torch.isfinite(m["val/baseline_mae"])
     for key in LINKED_ARGUMENTS:  # given once under data, linked into the model
         assert cli.model.hparams[key] == cli.datamodule.hparams[key], key
+
+
+@pytest.mark.slow
+def test_stylegan2_demo_config_fast_dev_run(slide_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.set_num_threads(2)
+    cli = run_lightning_cli(["--config", str(BASE), "--config", str(EXPERIMENTS / "stylegan2_pathology_demo.yaml"),
+                             *_slide_overrides(slide_dir), "--trainer.fast_dev_run=1",
+                             f"--trainer.default_root_dir={tmp_path}", "--trainer.accelerator=cpu",
+                             "--trainer.devices=1", f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}"],
+                            run=False)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert cli.trainer.state.finished
+    assert torch.isfinite(cli.trainer.callback_metrics["val/diversity_necrosis"])
+    # linked from the datamodule: the tile size is the resolution, its classes and scale are the model's
+    assert cli.model.hparams.resolution == cli.datamodule.hparams.tile_size == 32
+    assert list(cli.model.class_names) == list(cli.datamodule.class_names) and "necrosis" in cli.model.class_names
+    assert cli.model.mpp == pytest.approx(0.5)
 
 
 def _sample(spec: dict, rng: random.Random):
@@ -79,7 +101,7 @@ def _hparam(obj, dotted: str):
 
 
 @pytest.mark.parametrize("sweep", SWEEPS, ids=lambda p: p.stem)
-def test_sweep_parameters_are_accepted_by_the_cli(sweep, phantom_dir, tmp_path, monkeypatch):
+def test_sweep_parameters_are_accepted_by_the_cli(sweep, phantom_dir, slide_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     spec = yaml.safe_load(sweep.read_text())
     assert spec["method"] in ("grid", "random", "bayes")
@@ -93,7 +115,8 @@ def test_sweep_parameters_are_accepted_by_the_cli(sweep, phantom_dir, tmp_path, 
         sample = {k: _sample(v, rng) for k, v in spec["parameters"].items()}
         args = [f"--{k}={v}" for k, v in sample.items()]  # how `wandb agent` renders ${args}
         config_args = [a for c in configs for a in ("--config", str(c))]
-        cli = run_lightning_cli([*config_args, *_data_overrides(phantom_dir), *args,
+        data = _slide_overrides(slide_dir) if "stylegan2" in sweep.name else _data_overrides(phantom_dir)
+        cli = run_lightning_cli([*config_args, *data, *args,
                                  f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=false",
                                  "--trainer.accelerator=cpu", "--trainer.devices=1"], run=False)
         for key, value in sample.items():

@@ -101,7 +101,7 @@ def test_ada_p_moves_one_step_towards_its_target(tmp_path, target, start, expect
     batch * interval / (speed_kimg * 1000) = 8 * 1 / 50 per adjustment, clamped to [0, 1] (the paper's rule)."""
     torch.manual_seed(0)
     m = StyleGAN2(**TINY, regularization={"pl_weight": 0.0, "r1_gamma": 0.0},
-                  augment={"kind": "ada", "interval": 1, "speed_kimg": 0.05, "target": target, "initial_p": start})
+                  d_augment={"kind": "ada", "interval": 1, "speed_kimg": 0.05, "target": target, "initial_p": start})
     trainer = cpu_trainer(tmp_path, limit_train_batches=1, limit_val_batches=0)
     trainer.fit(m, _loader())
     rt = float(trainer.callback_metrics["train/ada_rt_epoch"])
@@ -134,7 +134,7 @@ class _Killed(RuntimeError):
 
 def _fit(tmp: Path, ckpt: Path | None = None, kill: bool = False) -> StyleGAN2:
     L.seed_everything(0)
-    m = StyleGAN2(**TINY, regularization={"pl_interval": 2, "r1_interval": 3}, augment={"kind": "ada", "interval": 2},
+    m = StyleGAN2(**TINY, regularization={"pl_interval": 2, "r1_interval": 3}, d_augment={"kind": "ada", "interval": 2},
                   batch_gpu=4)
 
     class Kill(Callback):
@@ -173,7 +173,7 @@ def test_a_tiny_model_learns_the_colours_of_its_classes(tmp_path):
     data's (red for class 0, blue for class 1), far more than the untrained generator's."""
     torch.manual_seed(0)
     m = StyleGAN2(**TINY, optim={"lr": 0.005}, regularization={"r1_gamma": 0.05, "pl_weight": 0.0},
-                  augment={"kind": "none"}, ema_kimg=0.2, ema_rampup=0.1)
+                  d_augment={"kind": "none"}, ema_kimg=0.2, ema_rampup=0.1)
     target = {0: torch.tensor([0.8, -0.6, -0.6]), 1: torch.tensor([-0.6, -0.6, 0.8])}
 
     def error() -> float:
