@@ -5,7 +5,7 @@ An export folder holds two files:
 ``generator.safetensors``
     every tensor of ``G.state_dict()`` (parameters and persistent buffers: ``mapping.w_avg``,
     ``mapping.class_w_avg`` for a conditional model, each layer's ``noise_const``) in float32, under its
-    ``state_dict`` key; the safetensors header metadata names the format.
+    ``state_dict`` key; the safetensors header metadata names the format and version (``format/version``, one key).
 ``config.json``
     ``{"format": "medsynth.stylegan2.generator", "format_version": 1, "generator": G.config,
     "weights": "generator.safetensors", "weights_sha256": ..., "metadata": {...}}``; ``metadata`` is free-form
@@ -60,7 +60,8 @@ def save_exported(
         check_overwrite(path, overwrite=overwrite, what="exported generator file")
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in generator.state_dict().items()}
     with atomic_path(weights_path) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": EXPORT_FORMAT, "format_version": str(EXPORT_VERSION)})
+        # one header key: safetensors writes several in an arbitrary order, which would change the file's sha256
+        save_file(tensors, str(tmp), metadata={"format": f"{EXPORT_FORMAT}/{EXPORT_VERSION}"})
     config = {
         "format": EXPORT_FORMAT,
         "format_version": EXPORT_VERSION,

@@ -55,7 +55,7 @@ def test_weights_file_holds_every_parameter_and_buffer(tmp_path, trained_like_ge
     save_exported(G, tmp_path)
     with safe_open(str(tmp_path / WEIGHTS_FILE), framework="pt") as f:
         keys = set(f.keys())
-        assert f.metadata()["format"] == "medsynth.stylegan2.generator"
+        assert f.metadata() == {"format": "medsynth.stylegan2.generator/1"}, "one header key: a stable sha256"
     assert keys == set(G.state_dict())
     assert {"mapping.w_avg", "mapping.class_w_avg"} <= keys
     assert sum(k.endswith("noise_const") for k in keys) == len(G.synthesis.noise_layers())
