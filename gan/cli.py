@@ -18,8 +18,11 @@ from gan.commands import EXIT_USAGE, UsageError
 from gan.commands import demo as demo_cmd
 from gan.commands import demo_data as demo_data_cmd
 from gan.commands import evaluate as evaluate_cmd
+from gan.commands import export as export_cmd
 from gan.commands import generate as generate_cmd
+from gan.commands import mix as mix_cmd
 from gan.commands import preview as preview_cmd
+from gan.commands import project as project_cmd
 from gan.commands import train as train_cmd
 from gan.commands import translate as translate_cmd
 
@@ -32,6 +35,9 @@ COMMANDS: dict[str, ModuleType] = {
     "translate": translate_cmd,
     "evaluate": evaluate_cmd,
     "generate": generate_cmd,
+    "mix": mix_cmd,
+    "project": project_cmd,
+    "export": export_cmd,
     "demo": demo_cmd,
     "demo-data": demo_data_cmd,
     "preview": preview_cmd,
