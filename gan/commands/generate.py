@@ -1,8 +1,9 @@
 """``medsynth generate``: a synthetic data set from a checkpoint, released through the memorization audit
 (:mod:`gan.release`).
 
-The checkpoint's family picks the source of the items; today translation checkpoints (CycleGAN, Pix2Pix): every
-input volume is translated with :class:`gan.commands.translate.Translator` into the staging folder
+The checkpoint's family picks the source of the items. StyleGAN2 checkpoints (or ``medsynth export`` folders) make
+PNG tiles of one class, one per seed (:mod:`gan.commands.generate_tiles`). Translation checkpoints (CycleGAN,
+Pix2Pix): every input volume is translated with :class:`gan.commands.translate.Translator` into the staging folder
 (:class:`VolumeSource`). :class:`SliceAudit` then windows axial slices of the synthetic volumes, of the training
 volumes of the output modality (``--train``) and of held-out real ones (``--heldout``) with the checkpoint's
 training windows (CT/PET fixed, MR per volume), picks them with the metrics' slice rule
@@ -30,8 +31,9 @@ if TYPE_CHECKING:
     from gan.release import AuditOutcome, AuditSettings, ItemSpec, ReleasePolicy, ReleaseResult, StagedItem
 
 HELP = "synthetic data set from a checkpoint, released only after a memorization audit"
-DESCRIPTION = """Translate input volumes with a CycleGAN / pix2pix checkpoint into a new synthetic data set, released
-only after a memorization audit against the generator's training volumes.
+DESCRIPTION = """A new synthetic data set from a checkpoint, released only after a memorization audit against the
+generator's training data: CycleGAN / pix2pix checkpoints translate --input volumes; StyleGAN2 checkpoints (or
+export folders) draw --n tiles of class --label (PNG at the training mpp, manifest.csv with every tile's seed).
 
 Items are staged in .<out>.partial beside --out (re-running an interrupted command resumes it; every file appears
 atomically). Axial slices of the synthetic volumes, of --train (training volumes of the output modality) and of
@@ -47,6 +49,8 @@ Example:
   medsynth generate --ckpt runs/medsynth/<run>/checkpoints/last.ckpt --input data/volumes/patient_008
       --out synthetic_mr --train data/volumes/patient_001/mr.nii.gz --heldout data/volumes/patient_007/mr.nii.gz
       --weights random
+  medsynth generate --ckpt runs/medsynth/<run>/checkpoints/last.ckpt --label necrosis --n 1000 --truncation 0.7
+      --seed-start 0 --out synthetic_necrosis --train data/slides --heldout data/heldout_slides --weights random
 """
 
 #: Slice selection of the audit: the share of a slice above the window's bottom 5% for it to show anatomy.
@@ -391,17 +395,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from gan.commands.evaluate import EXTRACTORS, weights_arg
 
     p = parser
-    p.add_argument("--ckpt", required=True, type=Path, help="checkpoint (.ckpt) of a CycleGAN or Pix2Pix run")
-    p.add_argument("--input", required=True, nargs="+", type=Path,
-                   help="source volumes: NIfTI files, folders of them (<patient>/<source>.nii.gz), DICOM series "
-                        "folders")
+    p.add_argument("--ckpt", required=True, type=Path,
+                   help="checkpoint (.ckpt) of a CycleGAN, Pix2Pix or StyleGAN2 run, or a `medsynth export` folder")
+    p.add_argument("--input", nargs="+", type=Path, default=None,
+                   help="translation: source volumes: NIfTI files, folders of them (<patient>/<source>.nii.gz), "
+                        "DICOM series folders")
     p.add_argument("--out", required=True, type=Path, help="new folder for the synthetic data set")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out (atomically, when released)")
     p.add_argument("--train", nargs="+", type=Path, default=None,
-                   help="the generator's training volumes of the OUTPUT modality (files or folders)")
+                   help="the generator's training data: volumes of the OUTPUT modality, or (StyleGAN2) slides / "
+                        "slide folders with region CSVs / tile folders")
     p.add_argument("--heldout", nargs="+", type=Path, default=None,
-                   help="real volumes of the output modality the generator never saw (calibrate the audit)")
+                   help="real data of the output modality / class the generator never saw (calibrates the audit)")
     p.add_argument("--direction", choices=("forward", "reverse"), default="forward", help="CycleGAN direction")
+    t = p.add_argument_group("StyleGAN2 tiles")
+    t.add_argument("--label", default=None, help="class name or index of the tiles (conditional generators)")
+    t.add_argument("--n", type=int, default=None, help="number of tiles (seeds --seed-start, --seed-start + 1, ...)")
+    t.add_argument("--seed-start", type=int, default=0, help="first seed")
+    t.add_argument("--seeds", default=None, help="explicit seeds instead of --n, e.g. 0-99,200")
+    t.add_argument("--truncation", type=float, default=1.0, help="psi, towards the class's average w")
+    t.add_argument("--noise-mode", choices=("const", "none"), default="const", help="synthesis noise")
+    t.add_argument("--gen-batch", type=int, default=16, help="tiles per synthesis call (part of what reproduces them)")
+    t.add_argument("--max-reference", type=int, default=2000, help="most real tiles per reference set in the audit")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0")
     g = p.add_argument_group("memorization audit")
     g.add_argument("--extractor", choices=EXTRACTORS, default="fid-inception", help="audit feature network")
@@ -427,11 +442,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="release without an audit (recorded; not for patient data)")
 
 
-def _print_result(result: ReleaseResult) -> None:
+def _print_result(result: ReleaseResult, what: str = "volumes") -> None:
     audit = result.audit
     verdict = "skipped" if audit is None else ("passed" if audit.passed else "FAILED (released with --allow-flagged)")
     resumed = f", {result.resumed} resumed from an interrupted run" if result.resumed else ""
-    print(f"released {len(result.items)} synthetic volumes to {result.out}/ (memorization audit {verdict}{resumed}); "
+    print(f"released {len(result.items)} synthetic {what} to {result.out}/ (memorization audit {verdict}{resumed}); "
           f"manifest {result.manifest}")
     if audit is not None and not audit.comparable:
         print("warning: the audit used a random-weights Inception (--weights random): a smoke run, not evidence")
@@ -443,27 +458,20 @@ def run(args: argparse.Namespace) -> int:
     Args:
         args: the parsed arguments.
     """
-    from gan.commands import EXIT_AUDIT_FAILED
-    from gan.commands.evaluate import RANDOM_WEIGHTS, build_extractor
     from gan.commands.translate import Translator
     from gan.models import TranslationModule
-    from gan.models.checkpoint import load_module
+    from gan.models.checkpoint import load_module, read_checkpoint
     from gan.release import AuditFailed, AuditSettings, ReleasePolicy
 
+    if Path(args.ckpt).is_dir() or read_checkpoint(args.ckpt)["medsynth"]["family"] == "StyleGAN2":
+        return _run_tiles(args)
+    if args.input is None:
+        raise ValueError("--input: translation checkpoints translate input volumes; give --input")
     loaded = load_module(args.ckpt, map_location="cpu")
-    if not isinstance(loaded.module, TranslationModule):  # StyleGAN2 checkpoints get their tile source here
-        raise ValueError(f"{args.ckpt}: generate has no source for {loaded.family} checkpoints yet (translation "
-                         "checkpoints: CycleGAN, Pix2Pix)")
+    if not isinstance(loaded.module, TranslationModule):
+        raise ValueError(f"{args.ckpt}: generate has no source for {loaded.family} checkpoints")
     translator = Translator(loaded, device=args.device)
-    extractor = lpips = None
-    if not args.skip_audit:
-        extractor = build_extractor(args.extractor, args.weights, args.device)
-        if args.lpips:
-            from gan.losses import LPIPSLoss
-
-            random = args.lpips_weights == RANDOM_WEIGHTS
-            lpips = LPIPSLoss(pretrained=not random, backbone_weights=None if random else args.lpips_weights,
-                              reduction="none").to(args.device)
+    extractor, lpips = _audit_tools(args)
     audit = AuditSettings(quantile=args.quantile, cells=args.cells, min_cell=args.min_cell, alpha=args.alpha,
                           seed=args.seed, batch_size=args.batch_size)
     policy = ReleasePolicy(overwrite=args.overwrite, allow_flagged=args.allow_flagged, skip_audit=args.skip_audit)
@@ -473,13 +481,63 @@ def run(args: argparse.Namespace) -> int:
                           extractor=extractor, protocol=args.protocol, lpips=lpips, direction=args.direction,
                           slices_per_volume=args.slices_per_volume, audit=audit, policy=policy, progress=not quiet)
     except AuditFailed as exc:
-        print(str(exc))
-        for name in exc.flagged[:50]:
-            print(f"  flagged: {name}")
-        if len(exc.flagged) > 50:
-            print(f"  ... {len(exc.flagged) - 50} more in {exc.report_dir}/audit/memorization.json")
-        return EXIT_AUDIT_FAILED
+        return _print_failure(exc)
     _print_result(result)
+    return 0
+
+
+def _print_failure(exc: Exception) -> int:
+    from gan.commands import EXIT_AUDIT_FAILED
+
+    print(str(exc))
+    flagged = list(getattr(exc, "flagged", ()))
+    for name in flagged[:50]:
+        print(f"  flagged: {name}")
+    if len(flagged) > 50:
+        print(f"  ... {len(flagged) - 50} more in {getattr(exc, 'report_dir', '')}/audit/memorization.json")
+    return EXIT_AUDIT_FAILED
+
+
+def _audit_tools(args: argparse.Namespace) -> tuple[FeatureExtractor | None, Callable[[Tensor, Tensor], Tensor] | None]:
+    """The audit's extractor and optional LPIPS from the command line (None, None with --skip-audit)."""
+    from gan.commands.evaluate import RANDOM_WEIGHTS, build_extractor
+
+    if args.skip_audit:
+        return None, None
+    extractor = build_extractor(args.extractor, args.weights, args.device)
+    lpips = None
+    if args.lpips:
+        from gan.losses import LPIPSLoss
+
+        random = args.lpips_weights == RANDOM_WEIGHTS
+        lpips = LPIPSLoss(pretrained=not random, backbone_weights=None if random else args.lpips_weights,
+                          reduction="none").to(args.device)
+    return extractor, lpips
+
+
+def _run_tiles(args: argparse.Namespace) -> int:
+    """``medsynth generate`` for a StyleGAN2 checkpoint or export folder."""
+    from gan.commands.generate_tiles import generate_tiles, parse_seeds
+    from gan.commands.stylegan import open_generator
+    from gan.release import AuditFailed, AuditSettings, ReleasePolicy
+
+    if args.input is not None:
+        raise ValueError("--input is for translation checkpoints; a StyleGAN2 generator draws --n tiles of --label")
+    seeds = parse_seeds(args.n, args.seed_start, args.seeds)
+    G, info = open_generator(args.ckpt, device=args.device)
+    extractor, lpips = _audit_tools(args)
+    audit = AuditSettings(quantile=args.quantile, cells=args.cells, min_cell=args.min_cell, alpha=args.alpha,
+                          seed=args.seed, batch_size=args.batch_size)
+    policy = ReleasePolicy(overwrite=args.overwrite, allow_flagged=args.allow_flagged, skip_audit=args.skip_audit)
+    try:
+        result = generate_tiles(G, info, args.out, label=args.label, seeds=seeds, truncation=args.truncation,
+                                noise_mode=args.noise_mode, train=args.train, heldout=args.heldout,
+                                extractor=extractor, protocol=args.protocol, lpips=lpips, audit=audit, policy=policy,
+                                batch=args.gen_batch, max_reference=args.max_reference,
+                                progress=not bool(getattr(args, "quiet", False)))
+    except AuditFailed as exc:
+        return _print_failure(exc)
+    _print_result(result, what="tiles")
     return 0
 
 
