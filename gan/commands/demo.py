@@ -14,7 +14,9 @@ REPO = Path(__file__).resolve().parents[2]
 HELP = "demo data, previews, demo training runs and their held-out evaluation (what `make demo` runs)"
 DESCRIPTION = """Write the demo data set and its previews under --out, train the CPU-sized demo config(s) on it
 (default: CycleGAN CT -> MR, about 6 minutes on 2 cores), test the best checkpoint of each on the held-out patients
-and print the model beside the trivial baseline. Every run gets its own folder under OUT/runs/<project>/<run id>/.
+and print the model beside the trivial baseline. Then (unless --skip-stylegan2) a tiny conditional StyleGAN2 on the
+demo slides: its per-class grid, a style-mixing grid, the exported generator and an audited synthetic rare-class
+tile set under OUT/stylegan2/. Every run gets its own folder under OUT/runs/<project>/<run id>/.
 
 Example:
   medsynth demo --out demo_out
@@ -98,6 +100,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="demo training config (repeat for several; default: "
                              "experiments/cyclegan_ct2mri_demo.yaml)")
     parser.add_argument("--skip-training", action="store_true", help="only build the data and its previews")
+    parser.add_argument("--skip-stylegan2", action="store_true",
+                        help="leave out the StyleGAN2 part (tiny conditional model on the demo slides, its grids "
+                             "and an audited synthetic rare-class tile set under OUT/stylegan2/)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -113,11 +118,19 @@ def run(args: argparse.Namespace) -> int:
         return 0
     configs = args.config or [REPO / "experiments" / "cyclegan_ct2mri_demo.yaml"]
     results = [train_demo(c, args.out, data_dir) for c in configs]
-    atomic_write_text(args.out / "demo_results.md", "\n".join(_describe(r) for r in results))
+    style = None
+    if not args.skip_stylegan2:
+        from gan.commands.demo_style import style_demo
+
+        style = style_demo(args.out, data_dir)
+    text = "\n".join(_describe(r) for r in results) + (f"\n{style.describe()}" if style else "")
+    atomic_write_text(args.out / "demo_results.md", text)
     atomic_write_json(args.out / "demo_results.json", {r.config.stem: r.metrics for r in results})
     for r in results:
         print(f"\n{_describe(r)}\nrun folder:     {r.run_dir}\nbest checkpoint: {r.checkpoint}"
               f"\nsample panel:   {r.panel}")
+    if style is not None:
+        print(f"\n{style.describe()}")
     print(f"W&B (offline):  {results[0].wandb_dir}  (upload: wandb sync {results[0].wandb_dir}/offline-run-*)"
           f"\ndemo finished in {time.perf_counter() - t0:.0f} s; outputs under {args.out}/")
     return 0

@@ -259,7 +259,7 @@ class TileAudit:
 
         from gan.release import memorization_audit
 
-        generated = torch.stack([torch.from_numpy(np.asarray(Image.open(stage / item.key).convert("RGB"))).permute(
+        generated = torch.stack([torch.from_numpy(np.array(Image.open(stage / item.key).convert("RGB"))).permute(
             2, 0, 1).contiguous() for item in items])
         report, outcome = memorization_audit(
             self.train[0], self.heldout[0], generated, names=[item.key for item in items], settings=self.settings,
