@@ -6,12 +6,16 @@
 * ``frechet``: the Fréchet distance and KID math; ``fid``: FID/KID metrics and cached statistics;
   ``features/``: protocols, the Inception extractors and any-module extractors;
 * ``fid_volume``: 2.5D FID/KID for volumes and the slice selection; ``fid_per_class``: per-class FID/KID;
+* ``prdc``: precision/recall/density/coverage on k-NN feature manifolds (functional and metric, per class);
+* ``swd``: the multi-scale sliced Wasserstein distance on Laplacian-pyramid patches (needs no weights);
 * ``memorization/``: nearest neighbours, the data-copying test, the report and the audit.
 """
 from gan.metrics.features import (
     FIDInceptionV3,
     FIDProtocol,
     ModuleExtractor,
+    TimmExtractor,
+    TorchvisionExtractor,
     TorchvisionInceptionExtractor,
     extract_features,
 )
@@ -38,6 +42,8 @@ from gan.metrics.memorization import (
     nearest_neighbours,
 )
 from gan.metrics.patient_average import LesionSUVMetrics, VolumeMetrics
+from gan.metrics.prdc import PRDCResult, PrecisionRecallDensityCoverage, precision_recall_density_coverage
+from gan.metrics.swd import SlicedWassersteinDistance, SWDResult, sliced_wasserstein_distance
 from gan.metrics.synthrad import (
     synthrad2023_metrics,
     synthrad2023_ssim,
@@ -77,6 +83,12 @@ __all__ = [
     "KIDResult",
     "KernelInceptionDistance",
     "ModuleExtractor",
+    "PRDCResult",
+    "PrecisionRecallDensityCoverage",
+    "SWDResult",
+    "SlicedWassersteinDistance",
+    "TimmExtractor",
+    "TorchvisionExtractor",
     "TorchvisionInceptionExtractor",
     "extract_features",
     "fid_from_stats",
@@ -91,8 +103,10 @@ __all__ = [
     "local_moments",
     "mae",
     "metric_names",
+    "precision_recall_density_coverage",
     "psnr",
     "ssim",
+    "sliced_wasserstein_distance",
     "ssim_map",
     "synthrad2023_metrics",
     "synthrad2023_ssim",
