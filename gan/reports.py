@@ -2,7 +2,9 @@
 
 A report is a plain dict (numbers, protocol records, inputs, counts, versions). :func:`write_report` writes it as
 ``report.json`` (through :func:`data.files.to_jsonable`: NaN/Inf become ``null``) and ``report.md``
-(:func:`report_markdown`), plus ``paired_metrics.png`` for paired-volume reports (:func:`paired_plot`);
+(:func:`report_markdown`), plus ``paired_metrics.png`` for paired-volume reports (:func:`paired_plot`),
+``fidelity.png`` for precision-recall / sliced Wasserstein (:func:`fidelity_plot`) and ``utility.png`` for the
+downstream-utility test (:func:`utility_plot`);
 :func:`log_wandb` logs its scalars (and the per-patient table) to an active W&B run. A report whose features come
 from randomly initialised weights says so in every file (:func:`comparability_note`).
 """
@@ -23,18 +25,22 @@ from data.provenance import medsynth_version
 
 __all__ = [
     "comparability_note",
+    "fidelity_plot",
     "fmt",
     "log_wandb",
     "paired_plot",
     "report_header",
     "report_markdown",
     "software",
+    "utility_plot",
     "write_report",
 ]
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 PAIRED_PLOT = "paired_metrics.png"
+FIDELITY_PLOT = "fidelity.png"
+UTILITY_PLOT = "utility.png"
 
 
 def software() -> dict[str, str]:
@@ -115,22 +121,141 @@ def _paired_markdown(report: Mapping[str, Any]) -> list[str]:
 
 
 def _distribution_markdown(report: Mapping[str, Any]) -> list[str]:
-    rec = report["feature_protocol"]
-    lines = [f"Features: `{rec['extractor']}` (weights `{str(rec['weights_sha256'])[:16]}`), protocol "
-             f"`{rec['protocol']}`; counts {report['counts']}.", ""]
-    lines += ["| metric | value |", "|---|---|"]
+    rec = report.get("feature_protocol")
+    lines = []
+    if rec:
+        lines.append(f"Features: `{rec['extractor']}` (weights `{str(rec['weights_sha256'])[:16]}`), protocol "
+                     f"`{rec['protocol']}`.")
+    if report.get("counts"):
+        lines.append(f"Counts {report['counts']}.")
+    if report.get("classes"):
+        lines.append(f"Classes: {', '.join(report['classes'])}.")
+    lines.append("")
+    rows = []
     if "fid" in report:
-        lines.append(f"| FID | {fmt(report['fid']['value'])} |")
+        rows.append(f"| FID | {fmt(report['fid']['value'])} |")
     if "kid" in report:
-        lines.append(f"| KID | {fmt(report['kid']['mean'])} ± {fmt(report['kid']['std'])} |")
+        rows.append(f"| KID | {fmt(report['kid']['mean'])} ± {fmt(report['kid']['std'])} |")
     if "memorization" in report:
         m = report["memorization"]
         ct = m["data_copying_test"]
-        lines.append(f"| memorization audit | {'passed' if m['passed'] else 'FAILED'} |")
+        rows.append(f"| memorization audit | {'passed' if m['passed'] else 'FAILED'} |")
         rate = fmt(m["heldout_flag_rate"])
-        lines.append(f"| near-copy fraction | {fmt(m['near_copy_fraction'])} (held-out {rate}) |")
-        lines.append(f"| data-copying C_T | {fmt(ct.get('c_t'))} ({ct.get('verdict')}, {m['cells']['used']} cells) |")
-        lines += [""] + [f"- {r}" for r in m["reasons"]]
+        rows.append(f"| near-copy fraction | {fmt(m['near_copy_fraction'])} (held-out {rate}) |")
+        rows.append(f"| data-copying C_T | {fmt(ct.get('c_t'))} ({ct.get('verdict')}, {m['cells']['used']} cells) |")
+    if rows:
+        lines += ["| metric | value |", "|---|---|", *rows]
+        if "memorization" in report:
+            lines += [""] + [f"- {r}" for r in report["memorization"]["reasons"]]
+    if "prdc" in report:
+        lines += [""] + _prdc_markdown(report["prdc"])
+    if "swd" in report:
+        lines += [""] + _swd_markdown(report["swd"])
+    if "utility" in report:
+        lines += [""] + _utility_markdown(report["utility"])
+    return lines
+
+
+_PRDC = ("precision", "recall", "density", "coverage")
+
+
+def _prdc_markdown(sec: Mapping[str, Any]) -> list[str]:
+    floor = sec.get("floor")
+    lines = [f"## Precision, recall, density, coverage (k = {sec['k_precision_recall']} / {sec['k_density_coverage']})",
+             "", "Higher is better; density is about 1 for matching sets."
+             + (" The held-out row scores held-out real images against the same reals: the floor." if floor else ""),
+             "", "| set | " + " | ".join(_PRDC) + " |", "|---" * (len(_PRDC) + 1) + "|",
+             "| synthetic | " + " | ".join(fmt(sec["overall"][k]) for k in _PRDC) + " |"]
+    if floor:
+        lines.append("| held-out real (floor) | " + " | ".join(fmt(floor["overall"][k]) for k in _PRDC) + " |")
+    lines += _missing_note(sec.get("per_class", {}))
+    if sec.get("per_class"):
+        lines += ["", "| class | " + " | ".join(_PRDC) + " |", "|---" * (len(_PRDC) + 1) + "|"]
+        for name, scores in sec["per_class"].items():
+            fl = (floor or {}).get("per_class", {}).get(name)
+            cells = []
+            for k in _PRDC:
+                cell = fmt(scores[k]) if scores else "n/a"
+                cells.append(cell + (f" (floor {fmt(fl[k])})" if fl else ""))
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _missing_note(per_class: Mapping[str, Any]) -> list[str]:
+    """A warning when some classes have no score (e.g. a synthetic set of the rare class only)."""
+    missing = [name for name, value in per_class.items() if value is None]
+    if not missing:
+        return []
+    return ["", f"No score for {', '.join(missing)} (too few real or synthetic images): the overall row then compares "
+                "different class mixes; read the per-class rows."]
+
+
+def _swd_markdown(sec: Mapping[str, Any]) -> list[str]:
+    st, floor = sec["settings"], sec.get("floor")
+    levels = list(sec["per_level"])
+    lines = ["## Sliced Wasserstein distance (x 1e3, lower is better)", "",
+             f"Laplacian pyramid {', '.join(f'{r}px' for r in levels)} of {st['size']}px images; "
+             f"{st['patches_per_image']} patches of {st['patch_size']}x{st['patch_size']} per image and level, "
+             f"{st['projections']} projections, normalisation `{st['normalisation']}`, seed {st['seed']}."
+             + ("" if floor else " No --heldout: no floor to read the number against."), "",
+             "| set | mean | " + " | ".join(f"{r}px" for r in levels) + " |", "|---" * (len(levels) + 2) + "|",
+             f"| synthetic vs real | {fmt(sec['value'])} | " + " | ".join(fmt(sec["per_level"][r]) for r in levels)
+             + " |"]
+    if floor:
+        lines.append(f"| held-out real vs real (floor) | {fmt(floor['value'])} | "
+                     + " | ".join(fmt(floor["per_level"][r]) for r in levels) + " |")
+    lines += _missing_note(sec.get("per_class", {}))
+    if sec.get("per_class"):
+        lines += ["", "| class | synthetic | floor |", "|---|---|---|"]
+        for name, value in sec["per_class"].items():
+            fl = (floor or {}).get("per_class", {}).get(name)
+            lines.append(f"| {name} | {fmt(value)} | {fmt(fl)} |")
+    return lines
+
+
+def _ms(entry: Mapping[str, Any] | None) -> str:
+    if not entry or entry.get("mean") is None:
+        return "n/a"
+    return f"{fmt(entry['mean'])} ± {fmt(entry['std'])}"
+
+
+_UTILITY_COLUMNS = (("rare_recall", "rare recall"), ("rare_precision", "rare precision"), ("rare_f1", "rare F1"),
+                    ("balanced_accuracy", "balanced accuracy"), ("rare_auroc", "rare AUROC"))
+
+
+def _utility_markdown(sec: Mapping[str, Any]) -> list[str]:
+    st, counts = sec["settings"], sec.get("counts", {})
+    lines = ["## Downstream utility", "", f"**{sec['verdict']}.**", "",
+             f"Rare class `{sec['rare_class']}`; classifier `{st['classifier']}`, {st['budget']}, lr {fmt(st['lr'])}, "
+             f"{st['tile_size']}px tiles, seeds {sec['seeds']} (mean ± std over seeds). Split: {sec.get('split')}."]
+    if counts:
+        lines.append(f"Tiles: train {counts['train']} on {counts['train_slides']} slides, held-out {counts['heldout']} "
+                     f"on {counts['heldout_slides']} slides, synthetic used {counts['synthetic_used']} of "
+                     f"{counts['synthetic_total']}.")
+    man = sec.get("synthetic_manifest")
+    if man:
+        lines.append(f"Synthetic set manifest `{man['file']}` (sha256 `{man['sha256'][:16]}`): {man['items']} items, "
+                     f"checkpoint sha256 {', '.join(f'`{c[:16]}`' for c in man['checkpoint_sha256']) or 'n/a'}, "
+                     f"seeds {man['seeds']['min']}..{man['seeds']['max']} ({man['seeds']['count']}).")
+    else:
+        lines.append("Synthetic set: no manifest.csv / manifest.json (checkpoint and seeds unknown).")
+    lines += ["", "| regime | " + " | ".join(c for _, c in _UTILITY_COLUMNS) + " |",
+              "|---" * (len(_UTILITY_COLUMNS) + 1) + "|"]
+    for name, reg in sec["regimes"].items():
+        lines.append(f"| {name} ({reg['train_size']} tiles) | " + " | ".join(_ms(reg[k]) for k, _ in _UTILITY_COLUMNS)
+                     + " |")
+    regimes = list(sec["regimes"])
+    lines += ["", "| class | " + " | ".join(f"recall {r}" for r in regimes) + " | "
+              + " | ".join(f"F1 {r}" for r in regimes) + " |", "|---" * (2 * len(regimes) + 1) + "|"]
+    for c in sec["classes"]:
+        lines.append(f"| {c} | " + " | ".join(_ms(sec["regimes"][r]["per_class"][c]["recall"]) for r in regimes)
+                     + " | " + " | ".join(_ms(sec["regimes"][r]["per_class"][c]["f1"]) for r in regimes) + " |")
+    lines += ["", "| paired difference | " + " | ".join(c for _, c in _UTILITY_COLUMNS) + " |",
+              "|---" * (len(_UTILITY_COLUMNS) + 1) + "|"]
+    for name, diff in sec["differences"].items():
+        lines.append(f"| {name.replace('_minus_', ' − ')} | " + " | ".join(_ms(diff[k]) for k, _ in _UTILITY_COLUMNS)
+                     + " |")
+    lines += ["", f"Verdict rule: {sec['verdict_rule']}."]
     return lines
 
 
@@ -185,8 +310,97 @@ def paired_plot(report: Mapping[str, Any], path: str | Path) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save_png(fig: Any, path: str | Path) -> Path:
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def _finite(x: Any) -> float:
+    return float(x) if isinstance(x, (int, float)) and math.isfinite(float(x)) else float("nan")
+
+
+def fidelity_plot(report: Mapping[str, Any], path: str | Path) -> Path:
+    """Per-class SWD bars (synthetic beside the held-out floor) and a precision-recall scatter (per class and overall,
+    synthetic and floor), for a report with ``swd`` and/or ``prdc``.
+
+    Args:
+        report: a distribution report.
+        path: the PNG to write.
+    """
+    panels = [k for k in ("swd", "prdc") if k in report]
+    fig = _figure(5.0 * len(panels), 3.6)
+    for j, key in enumerate(panels, start=1):
+        ax = fig.add_subplot(1, len(panels), j)
+        sec = report[key]
+        floor = sec.get("floor") or {}
+        if key == "swd":
+            names = ["overall"] + list(sec.get("per_class", {}))
+            fake = [sec["value"]] + [sec["per_class"][n] for n in names[1:]]
+            low = [floor.get("value")] + [floor.get("per_class", {}).get(n) for n in names[1:]]
+            x = np.arange(len(names))
+            ax.bar(x - 0.2, [_finite(v) for v in fake], 0.4, label="synthetic vs real")
+            if floor:
+                ax.bar(x + 0.2, [_finite(v) for v in low], 0.4, label="held-out vs real (floor)")
+            ax.set_xticks(x)
+            ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
+            ax.set_ylabel("SWD x 1e3 (lower is better)")
+        else:
+            for label, part, marker in (("synthetic", sec, "o"), ("held-out (floor)", floor, "s")):
+                if not part:
+                    continue
+                pts = {"overall": part["overall"], **{n: v for n, v in part.get("per_class", {}).items() if v}}
+                ax.scatter([p["recall"] for p in pts.values()], [p["precision"] for p in pts.values()],
+                           marker=marker, label=label)
+                for n, p in pts.items():
+                    ax.annotate(n, (p["recall"], p["precision"]), fontsize=7, xytext=(3, 3),
+                                textcoords="offset points")
+            ax.set_xlim(-0.02, 1.02)
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_xlabel("recall (diversity)")
+            ax.set_ylabel("precision (fidelity)")
+        ax.legend(fontsize=7)
+    return _save_png(fig, path)
+
+
+def utility_plot(section: Mapping[str, Any], path: str | Path) -> Path:
+    """Per-class recall and F1 of the three regimes (bars with mean ± std error bars over seeds).
+
+    Args:
+        section: a report's ``utility`` section.
+        path: the PNG to write.
+    """
+    classes, regimes = list(section["classes"]), list(section["regimes"])
+    fig = _figure(max(5.0, 1.4 * len(classes) + 2.0), 6.0)
+    x = np.arange(len(classes))
+    width = 0.8 / len(regimes)
+    for j, metric in enumerate(("recall", "f1"), start=1):
+        ax = fig.add_subplot(2, 1, j)
+        for i, name in enumerate(regimes):
+            stats = [section["regimes"][name]["per_class"][c][metric] for c in classes]
+            ax.bar(x + (i - (len(regimes) - 1) / 2) * width, [_finite(s["mean"]) for s in stats], width,
+                   yerr=[_finite(s["std"]) for s in stats], capsize=3, label=name)
+        ax.set_xticks(x)
+        ax.set_xticklabels(classes if j == 2 else [], fontsize=8)
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel(metric)
+        ax.legend(fontsize=7)
+    return _save_png(fig, path)
+
+
 def write_report(folder: str | Path, report: Mapping[str, Any], *, title: str = "medsynth evaluate") -> dict[str, Any]:
-    """Write ``report.json``, ``report.md`` (and for paired reports ``paired_metrics.png``) into ``folder``.
+    """Write ``report.json``, ``report.md`` and the plots into ``folder``: ``paired_metrics.png`` for paired reports,
+    ``fidelity.png`` with precision-recall or SWD, ``utility.png`` with the utility test.
 
     Args:
         folder: the report folder (created).
@@ -198,10 +412,17 @@ def write_report(folder: str | Path, report: Mapping[str, Any], *, title: str = 
     """
     folder = Path(folder)
     files = {"json": REPORT_JSON, "markdown": REPORT_MD}
-    if report["mode"] == "paired":
-        paired_plot(report, folder / PAIRED_PLOT)
+    plain = to_jsonable(dict(report))
+    if plain["mode"] == "paired":
+        paired_plot(plain, folder / PAIRED_PLOT)
         files["plot"] = PAIRED_PLOT
-    plain = to_jsonable({**report, "files": files})
+    if "swd" in plain or "prdc" in plain:
+        fidelity_plot(plain, folder / FIDELITY_PLOT)
+        files["fidelity_plot"] = FIDELITY_PLOT
+    if "utility" in plain:
+        utility_plot(plain["utility"], folder / UTILITY_PLOT)
+        files["utility_plot"] = UTILITY_PLOT
+    plain = {**plain, "files": files}
     atomic_write_text(folder / REPORT_MD, report_markdown(plain, title=title))
     atomic_write_json(folder / REPORT_JSON, plain, indent=2, sort_keys=False)
     return plain

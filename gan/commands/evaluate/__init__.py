@@ -2,7 +2,10 @@
 
 The two evaluations it runs live in their own modules, and their names are exported from here:
 
-* :mod:`gan.commands.evaluate.images`: FID / KID / the memorization audit of image sets (``--metrics fid,kid``);
+* :mod:`gan.commands.evaluate.images`: FID / KID / the memorization audit of image sets (``--metrics fid,kid``),
+  with :mod:`gan.commands.evaluate.fidelity` (``--metrics prdc,swd``: precision/recall/density/coverage, sliced
+  Wasserstein, each beside its held-out floor) and :mod:`gan.commands.evaluate.utility` (``--utility``: the
+  downstream-utility test of a synthetic rare-class set against plain oversampling);
 * :mod:`gan.commands.evaluate.volumes`: paired whole-volume metrics, model and trivial baseline, in the window of
   each volume's modality (``--metrics mae,psnr,ssim``);
 * :mod:`gan.commands.evaluate.common`: what both share (metric names, option vocabularies, the report folder).
@@ -18,6 +21,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gan.commands import UsageError
 from gan.commands.evaluate.common import (
     CHECKPOINT_SUFFIXES,
     DISTRIBUTION_METRICS,
@@ -25,11 +29,13 @@ from gan.commands.evaluate.common import (
     MODALITY_KEYS,
     PAIRED_METRICS,
     RANDOM_WEIGHTS,
+    extractor_arg,
     parse_metrics,
     weights_arg,
 )
 
 if TYPE_CHECKING:
+    from gan.commands.evaluate.fidelity import FidelitySettings
     from gan.commands.evaluate.images import (
         FeatureSettings,
         ImageSetInputs,
@@ -38,6 +44,7 @@ if TYPE_CHECKING:
         distribution_report,
         evaluate_images,
     )
+    from gan.commands.evaluate.utility import UtilityRequest
     from gan.commands.evaluate.volumes import (
         LPIPSSettings,
         TrainingWindows,
@@ -51,6 +58,7 @@ __all__ = [
     "DESCRIPTION",
     "DISTRIBUTION_METRICS",
     "EXTRACTORS",
+    "FidelitySettings",
     "HELP",
     "MODALITY_KEYS",
     "PAIRED_METRICS",
@@ -60,6 +68,7 @@ __all__ = [
     "KIDSettings",
     "LPIPSSettings",
     "TrainingWindows",
+    "UtilityRequest",
     "VolumeSettings",
     "add_arguments",
     "build_extractor",
@@ -79,6 +88,9 @@ _IMAGE_NAMES: tuple[str, ...] = ("FeatureSettings", "ImageSetInputs", "KIDSettin
                                  "distribution_report", "evaluate_images")
 _VOLUME_NAMES: tuple[str, ...] = ("LPIPSSettings", "TrainingWindows", "VolumeSettings", "evaluate_volumes",
                                   "paired_report")
+#: Names exported from :mod:`gan.commands.evaluate.fidelity` and :mod:`gan.commands.evaluate.utility`.
+_FIDELITY_NAMES: tuple[str, ...] = ("FidelitySettings",)
+_UTILITY_NAMES: tuple[str, ...] = ("UtilityRequest",)
 #: The training-window settings (volume datamodule arguments of the same names).
 _WINDOW_FIELDS: tuple[str, ...] = ("ct_window", "pet_window", "pet_log", "mr_percentiles")
 
@@ -97,10 +109,19 @@ def __getattr__(name: str) -> Any:
         from gan.commands.evaluate import volumes
 
         return getattr(volumes, name)
+    if name in _FIDELITY_NAMES:
+        from gan.commands.evaluate import fidelity
+
+        return getattr(fidelity, name)
+    if name in _UTILITY_NAMES:
+        from gan.commands.evaluate import utility
+
+        return getattr(utility, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-HELP = "FID/KID/memorization of image sets, or paired-volume metrics (MAE, PSNR, SSIM), as a report"
+HELP = ("FID/KID/precision-recall/SWD/memorization of image sets, the downstream-utility test, or paired-volume "
+        "metrics (MAE, PSNR, SSIM), as a report")
 DESCRIPTION = """Evaluate synthetic images or volumes against real ones and write a report folder (report.json,
 report.md, plots); an existing --out is refused unless --overwrite.
 
@@ -108,6 +129,20 @@ Image sets (--metrics fid,kid,memorization): --real/--fake are image folders (PN
 recursively), whole-slide images (tiled at --mpp or --magnification) or, for the real side of FID, a statistics
 .npz. The memorization audit also needs --train and --heldout images. --weights random uses a seeded random
 Inception for smoke runs: every report then says its numbers compare with nothing.
+
+Fidelity and diversity (--metrics prdc,swd): precision and recall (k-NN manifolds, k = 3) and density and coverage
+(k = 5) on the --extractor's features (fid-inception, torchvision-inception, or a domain encoder timm:<model> /
+torchvision:<model> with --weights FILE), and the multi-scale sliced Wasserstein distance on Laplacian-pyramid
+patches, which needs no weights at all (the offline score). Per class where the sets carry classes (class
+sub-folders, a synthetic set's manifest, slide region labels). With --heldout, held-out real images are scored
+against --real the same way: the floor to read each number against.
+
+Downstream utility (--utility): trains the same classifier (--classifier resnet18 from scratch, tiny, or
+timm:<model> with --classifier-weights) on real --train tiles only, on real tiles with the rare class oversampled
+(augmented repeats), and on real tiles plus the synthetic rare tiles of --fake, with identical budget and seeds
+(--utility-seeds, at least 3); reports per-class recall/precision/F1, balanced accuracy and the rare class's AUROC
+on --heldout tiles (other slides; without --heldout, --train is split by slide) as mean +- std, and a verdict line.
+Labelled tiles: <root>/<class>/<slide>/<tile>.png, a CSV with columns path,label,slide, or slides with region CSVs.
 
 Paired volumes (--metrics mae,psnr,ssim[,lpips]): per patient, in physical units, inside the body mask, averaged
 over patients. Give either two folders matched by relative path (--real DIR --fake DIR [--mask-dir DIR]
@@ -125,12 +160,22 @@ Examples:
       --metrics mae,psnr,ssim --out rep/
   medsynth evaluate --real tiles/real --fake tiles/synthetic --train tiles/train --heldout tiles/heldout
       --metrics fid,kid,memorization --weights random --out rep_fid/
+  medsynth evaluate --real tiles/train --heldout tiles/heldout --fake synthetic/necrosis --metrics swd --out rep_swd/
+  medsynth evaluate --train tiles/train --heldout tiles/heldout --fake synthetic/necrosis --utility
+      --rare-class necrosis --out rep_utility/
 """
 
 
 def _metrics_arg(text: str) -> tuple[str, ...]:
     try:
         return parse_metrics(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _extractor_arg(text: str) -> str:
+    try:
+        return extractor_arg(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
@@ -142,9 +187,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser: the (sub)parser to fill.
     """
     p = parser
-    p.add_argument("--metrics", required=True, type=_metrics_arg,
+    p.add_argument("--metrics", default=None, type=_metrics_arg,
                    help=f"comma-separated: {', '.join(DISTRIBUTION_METRICS)} (image sets) or "
-                        f"{', '.join(PAIRED_METRICS)} (paired volumes)")
+                        f"{', '.join(PAIRED_METRICS)} (paired volumes); may be left out with --utility")
     p.add_argument("--out", required=True, type=Path, help="report folder (report.json, report.md, plots)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report folder (atomically)")
     p.add_argument("--real", nargs="+", type=Path, default=None,
@@ -153,10 +198,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--fake", required=True, nargs="+", type=Path,
                    help="synthetic images (folder(s)/slides) or, for paired metrics, a folder of synthetic volumes")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0")
-    g = p.add_argument_group("image sets (fid, kid, memorization)")
-    g.add_argument("--train", nargs="+", type=Path, default=None, help="training images (memorization audit)")
-    g.add_argument("--heldout", nargs="+", type=Path, default=None, help="held-out real images (memorization audit)")
-    g.add_argument("--extractor", choices=EXTRACTORS, default="fid-inception", help="feature network")
+    g = p.add_argument_group("image sets (fid, kid, memorization, prdc, swd)")
+    g.add_argument("--train", nargs="+", type=Path, default=None,
+                   help="training images (memorization audit); --utility: the real labelled training tiles")
+    g.add_argument("--heldout", nargs="+", type=Path, default=None,
+                   help="held-out real images (memorization audit; the floor of prdc and swd); --utility: the labelled "
+                        "tiles it scores on")
+    g.add_argument("--extractor", type=_extractor_arg, default="fid-inception",
+                   help=f"feature network: {', '.join(EXTRACTORS)}, timm:<model> or torchvision:<model> (a domain "
+                        "encoder; its weights from --weights)")
     g.add_argument("--weights", type=weights_arg, default=None,
                    help="extractor weights file or folder, or 'random' (seeded random network: smoke runs, not "
                         "comparable); unset: the torch hub cache (never downloaded)")
@@ -178,6 +228,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "min(cells, n // min-cell))")
     g.add_argument("--audit-min-cell", type=int, default=20,
                    help="memorization: fewest held-out and generated samples for a cell to count")
+    f = p.add_argument_group("fidelity (prdc, swd)")
+    f.add_argument("--prdc-k", type=int, nargs=2, default=(3, 5), metavar=("K_PR", "K_DC"),
+                   help="neighbourhood sizes: k for precision/recall, k for density/coverage")
+    f.add_argument("--swd-patches", type=int, default=128, help="SWD: 7x7 patches per image and pyramid level")
+    f.add_argument("--swd-projections", type=int, default=512, help="SWD: random directions per level")
+    f.add_argument("--swd-normalisation", choices=("karras", "real"), default="karras",
+                   help="SWD: each set normalised by its own channel statistics (karras, the paper; blind to a "
+                        "global colour shift) or both by the real set's (real: a stain shift counts)")
+    f.add_argument("--swd-min-resolution", type=int, default=16, help="SWD: smallest pyramid level")
+    f.add_argument("--swd-size", type=int, default=None,
+                   help="SWD: image side every set is resized to; unset: the first synthetic image's")
+    f.add_argument("--swd-max-descriptors", type=int, default=2**17,
+                   help="SWD: most patches per set and level (a seeded subsample beyond it bounds the time)")
+    u = p.add_argument_group("downstream utility (--utility)")
+    u.add_argument("--utility", action="store_true",
+                   help="train a classifier on real / real + oversampled rare / real + synthetic rare tiles and "
+                        "compare them on --heldout tiles")
+    u.add_argument("--rare-class", default=None,
+                   help="the rare class (its synthetic tiles are added); unset: the class with fewest --train tiles")
+    u.add_argument("--classifier", default="resnet18",
+                   help="resnet18 (torchvision, from scratch), tiny (a small CNN: smoke runs) or timm:<model>")
+    u.add_argument("--classifier-weights", type=Path, default=None,
+                   help="timm:<model> only: local backbone weights file (never downloaded); unset: from scratch")
+    u.add_argument("--utility-seeds", type=int, nargs="+", default=[0, 1, 2],
+                   help="training seeds, at least 3 (the same for every regime)")
+    u.add_argument("--utility-steps", type=int, default=300, help="optimiser steps per run (the budget)")
+    u.add_argument("--utility-batch-size", type=int, default=32, help="tiles per step")
+    u.add_argument("--utility-lr", type=float, default=1e-3, help="AdamW learning rate (cosine decay)")
+    u.add_argument("--utility-size", type=int, default=None,
+                   help="tile side the classifier sees; unset: the smallest of the sets' tiles")
+    u.add_argument("--utility-threads", type=int, default=None,
+                   help="CPU threads while training (1 suits small nets on busy machines); unset: torch's default")
+    u.add_argument("--utility-max-synthetic", type=int, default=None, help="use at most this many synthetic tiles")
+    u.add_argument("--heldout-fraction", type=float, default=0.3,
+                   help="without --heldout: fraction of --train tiles held out, whole slides at a time")
     v = p.add_argument_group("paired volumes (mae, psnr, ssim, ms_ssim, lpips)")
     v.add_argument("--data", type=Path, default=None, help="data folder of patient folders (<patient>/<key>.nii.gz)")
     v.add_argument("--splits", type=Path, default=None, help="splits JSON of --data (split name -> patient ids)")
@@ -292,20 +377,49 @@ def _volumes_from_args(args: argparse.Namespace, names: tuple[str, ...], quiet: 
                             given_by=given_by)
 
 
+def _utility_from_args(args: argparse.Namespace) -> UtilityRequest | None:
+    """The utility test asked for by ``--utility`` (None without it)."""
+    if not getattr(args, "utility", False):
+        return None
+    from gan.commands.evaluate.utility import UtilityRequest
+    from gan.utility import TrainSettings, UtilitySettings
+
+    if not args.train:
+        raise UsageError("--utility needs --train: the real labelled training tiles (<root>/<class>/<slide>/"
+                         "<tile>.png, a CSV with columns path,label,slide, or slides with region CSVs)")
+    try:
+        train = TrainSettings(classifier=args.classifier, classifier_weights=args.classifier_weights,
+                              steps=args.utility_steps, batch_size=args.utility_batch_size, lr=args.utility_lr,
+                              device=args.device, threads=args.utility_threads)
+        settings = UtilitySettings(seeds=tuple(args.utility_seeds), rare_class=args.rare_class,
+                                   size=args.utility_size, max_synthetic=args.utility_max_synthetic, train=train)
+    except ValueError as exc:
+        raise UsageError(f"--utility: {exc}") from exc
+    return UtilityRequest(train=tuple(args.train), synthetic=tuple(args.fake), heldout=tuple(args.heldout or ()),
+                          heldout_fraction=args.heldout_fraction, split_seed=args.seed, settings=settings)
+
+
 def _images_from_args(args: argparse.Namespace, names: tuple[str, ...], quiet: bool) -> dict[str, Any]:
     """Image sets from ``--real``/``--fake`` (``--train``/``--heldout``), scored by ``evaluate_images``."""
     from data.image_sets import TileScale
+    from gan.commands.evaluate.fidelity import FidelitySettings
     from gan.commands.evaluate.images import FeatureSettings, ImageSetInputs, KIDSettings, evaluate_images
     from gan.release import AuditSettings
 
-    if args.real is None:
-        raise ValueError("--real: image sets need the real images (or FID statistics .npz)")
+    if names and args.real is None:
+        raise UsageError(f"--real: --metrics {','.join(names)} needs the real images (or FID statistics .npz)")
     if args.data is not None:
-        raise ValueError("--data evaluates paired volumes (--metrics mae,psnr,ssim); image sets take --real")
-    inputs = ImageSetInputs(real=tuple(args.real), fake=tuple(args.fake), train=tuple(args.train or ()),
+        raise UsageError("--data evaluates paired volumes (--metrics mae,psnr,ssim); image sets take --real")
+    utility = _utility_from_args(args)
+    inputs = ImageSetInputs(real=tuple(args.real or ()), fake=tuple(args.fake), train=tuple(args.train or ()),
                             heldout=tuple(args.heldout or ()))
     features = FeatureSettings(extractor=args.extractor, weights=args.weights, protocol=args.fid_protocol,
                                batch_size=args.batch_size, device=args.device)
+    fidelity = FidelitySettings(k=tuple(args.prdc_k), swd_patches=args.swd_patches,
+                                swd_projections=args.swd_projections, swd_normalisation=args.swd_normalisation,
+                                swd_min_resolution=args.swd_min_resolution, swd_size=args.swd_size,
+                                swd_max_descriptors=args.swd_max_descriptors, seed=args.seed,
+                                batch_size=args.batch_size)
     return evaluate_images(
         inputs, metrics=names, out=args.out, features=features,
         tiles=TileScale(tile_size=args.tile_size, mpp=args.mpp, magnification=args.magnification,
@@ -313,7 +427,7 @@ def _images_from_args(args: argparse.Namespace, names: tuple[str, ...], quiet: b
         kid=KIDSettings(subsets=args.kid_subsets, subset_size=args.kid_subset_size, seed=args.seed),
         audit=AuditSettings(quantile=args.audit_quantile, cells=args.audit_cells, min_cell=args.audit_min_cell,
                             seed=args.seed, batch_size=args.batch_size),
-        overwrite=args.overwrite, quiet=quiet)
+        fidelity=fidelity, utility=utility, overwrite=args.overwrite, quiet=quiet)
 
 
 def evaluate_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -321,10 +435,21 @@ def evaluate_args(args: argparse.Namespace) -> dict[str, Any]:
 
     Args:
         args: the namespace of a parser filled by :func:`add_arguments` (``args.quiet`` optional).
+
+    Raises:
+        UsageError: neither ``--metrics`` nor ``--utility``, or ``--utility`` beside paired-volume metrics.
     """
-    names = tuple(args.metrics) if not isinstance(args.metrics, str) else parse_metrics(args.metrics)
+    metrics = getattr(args, "metrics", None)
+    names = () if metrics is None else (tuple(metrics) if not isinstance(metrics, str) else parse_metrics(metrics))
     quiet = bool(getattr(args, "quiet", False))
-    if names[0] in PAIRED_METRICS:
+    utility = bool(getattr(args, "utility", False))
+    if not names and not utility:
+        raise UsageError("nothing to evaluate: give --metrics (e.g. fid,kid, prdc,swd or mae,psnr,ssim) and/or "
+                         "--utility")
+    if names and names[0] in PAIRED_METRICS:
+        if utility:
+            raise UsageError(f"--utility scores tile classifiers; it cannot run beside the paired-volume metrics "
+                             f"{','.join(names)}: run `medsynth evaluate` once for each")
         return _volumes_from_args(args, names, quiet)
     return _images_from_args(args, names, quiet)
 

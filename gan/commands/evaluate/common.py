@@ -13,24 +13,32 @@ from typing import Any, Callable, Sequence
 __all__ = [
     "CHECKPOINT_SUFFIXES",
     "DISTRIBUTION_METRICS",
+    "DOMAIN_EXTRACTOR_PREFIXES",
     "EXTRACTORS",
+    "FEATURE_METRICS",
     "MODALITY_KEYS",
     "PAIRED_METRICS",
     "RANDOM_WEIGHTS",
     "PathLike",
+    "extractor_arg",
     "parse_metrics",
     "weights_arg",
     "write_report_folder",
 ]
 
-#: Metrics comparing two image distributions (:mod:`gan.commands.evaluate.images`).
-DISTRIBUTION_METRICS: tuple[str, ...] = ("fid", "kid", "memorization")
+#: Metrics comparing two image distributions (:mod:`gan.commands.evaluate.images`,
+#: :mod:`gan.commands.evaluate.fidelity`).
+DISTRIBUTION_METRICS: tuple[str, ...] = ("fid", "kid", "memorization", "prdc", "swd")
+#: The distribution metrics that need a feature network (``swd`` works on pixels and needs no weights).
+FEATURE_METRICS: tuple[str, ...] = ("fid", "kid", "memorization", "prdc")
 #: Metrics comparing paired volumes (:mod:`gan.commands.evaluate.volumes`).
 PAIRED_METRICS: tuple[str, ...] = ("mae", "psnr", "ssim", "ms_ssim", "lpips")
 #: Suffixes of model files, refused where images or volumes are expected (with a hint).
 CHECKPOINT_SUFFIXES: tuple[str, ...] = (".ckpt", ".pt", ".pth", ".safetensors")
-#: Feature networks of ``--extractor``.
+#: Feature networks of ``--extractor`` (evaluate also takes ``timm:<model>`` / ``torchvision:<model>``).
 EXTRACTORS: tuple[str, ...] = ("fid-inception", "torchvision-inception")
+#: Prefixes of domain extractors: any timm or torchvision backbone from a local weights file.
+DOMAIN_EXTRACTOR_PREFIXES: tuple[str, ...] = ("timm:", "torchvision:")
 #: ``--weights random``: a seeded random network (smoke runs; not comparable with anything).
 RANDOM_WEIGHTS = "random"
 #: Modality keys of ``--target``/``--source``/``--modality`` -> DICOM modality codes.
@@ -69,6 +77,21 @@ def parse_metrics(text: str | Sequence[str]) -> tuple[str, ...]:
         raise ValueError(f"metrics {dist} compare image distributions and {paired} compare paired volumes; their "
                          "inputs differ, so run `medsynth evaluate` once for each group")
     return tuple(names)
+
+
+def extractor_arg(text: str) -> str:
+    """The argparse type of evaluate's ``--extractor``: a name of :data:`EXTRACTORS`, ``timm:<model>`` or
+    ``torchvision:<model>``.
+
+    Args:
+        text: the option value.
+
+    Raises:
+        ValueError: for anything else.
+    """
+    if text in EXTRACTORS or any(text.startswith(p) and len(text) > len(p) for p in DOMAIN_EXTRACTOR_PREFIXES):
+        return text
+    raise ValueError(f"--extractor {text!r}: expected {', '.join(EXTRACTORS)}, timm:<model> or torchvision:<model>")
 
 
 def weights_arg(text: str) -> str | Path:
