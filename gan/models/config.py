@@ -205,6 +205,11 @@ class TileEvalConfig:
             (the conditional mode collapse that users of the reference report).
         lpips_pretrained: LPIPS with its pretrained AlexNet (a local file or the torch hub cache); False uses a
             seeded random network (smoke runs only: such figures compare with nothing).
+        swd_tiles: most validation tiles (per rank) for the per-class sliced Wasserstein distance, scored against
+            as many generated tiles of the same classes; half of them against the other half give the floor
+            (``val/swd_floor``); 0 turns it off.
+        swd_patches: patches per tile and pyramid level of the SWD.
+        swd_projections: random directions per level of the SWD.
     """
 
     grid_seeds: int = 8
@@ -212,6 +217,9 @@ class TileEvalConfig:
     diversity_tiles: int = 16
     diversity_warning: float = 0.5
     lpips_pretrained: bool = True
+    swd_tiles: int = 2048
+    swd_patches: int = 64
+    swd_projections: int = 256
 
 
 def as_config(cls: type[C], value: C | dict[str, Any] | None, default: C | None = None) -> C:

@@ -339,9 +339,36 @@ class StyleGAN2(GANModule):
         grid = torch.cat([torch.cat(list(r), dim=2) for r in rows], dim=1)  # (3, rows*H, cols*W)
         return ((grid + 1) * 127.5 + 0.5).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu()
 
+    def _swd_metric(self) -> Any:
+        from gan.metrics import SlicedWassersteinDistance
+
+        cfg = self.eval_config
+        return SlicedWassersteinDistance(patches_per_image=cfg.swd_patches, projections=cfg.swd_projections,
+                                         num_classes=self.num_classes or None,
+                                         class_names=self.class_names or None).to(self.device)
+
     def on_validation_epoch_start(self) -> None:
-        """Start collecting real tiles per class for the diversity figure."""
+        """Start collecting real tiles per class for the diversity figure, and the SWD of this validation."""
         self._val_real: dict[int, list[Tensor]] = {}
+        self._swd_seen = 0
+        self._swd_class_seen: dict[int, int] = {}
+        use = self.eval_config.swd_tiles > 0
+        # fixed metrics, not submodules (kept out of checkpoints and of the trainable/frozen bookkeeping)
+        object.__setattr__(self, "_swd", self._swd_metric() if use else None)
+        object.__setattr__(self, "_swd_floor", self._swd_metric() if use else None)
+
+    @torch.no_grad()
+    def fakes_like(self, labels: Tensor, seeds: list[int]) -> Tensor:
+        """EMA-generator tiles for per-sample ``labels`` (ignored when unconditional), one z per seed, in [-1, 1].
+
+        Args:
+            labels: (N,) class indices.
+            seeds: N seeds.
+        """
+        G = self.inference_generator
+        z = torch.cat([torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+        lab = labels.to(self.device).long() if self.num_classes else None
+        return G(z.to(self.device), lab, noise_mode="const").clamp(-1, 1)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Keep up to ``diversity_tiles`` real tiles of each class (no per-step collective)."""
@@ -352,6 +379,25 @@ class StyleGAN2(GANModule):
             kept = self._val_real.setdefault(k, [])
             if len(kept) < need:
                 kept.append(img.detach().cpu())
+        take = min(batch["image"].shape[0], self.eval_config.swd_tiles - self._swd_seen)
+        if getattr(self, "_swd", None) is not None and take > 0:
+            real = batch["image"][:take]
+            lab = torch.as_tensor(labels[:take], device=self.device).long()
+            start = 10**6 + self.global_rank * 10**5 + self._swd_seen  # the same tiles at every validation
+            fake = self.fakes_like(lab, list(range(start, start + take)))
+            self._swd.update(real, real=True, labels=lab if self.num_classes else None)
+            self._swd.update(fake, real=False, labels=lab if self.num_classes else None)
+            # the floor: every other real tile of each class against the rest of that class
+            keys = lab.tolist() if self.num_classes else [0] * take
+            side = []
+            for k in keys:
+                side.append(self._swd_class_seen.get(k, 0) % 2)
+                self._swd_class_seen[k] = self._swd_class_seen.get(k, 0) + 1
+            odd = torch.tensor(side, dtype=torch.bool, device=real.device)
+            for part, is_real in ((~odd, True), (odd, False)):
+                if bool(part.any()):
+                    self._swd_floor.update(real[part], real=is_real, labels=lab[part] if self.num_classes else None)
+            self._swd_seen += take
 
     def on_validation_epoch_end(self) -> None:
         """Per-class diversity (mean pairwise LPIPS) of generated tiles beside the real tiles', with a warning when
@@ -385,6 +431,10 @@ class StyleGAN2(GANModule):
         if gaps:  # 0 when every class is at least as diverse as its real tiles: a sweep's collapse alarm
             values["val/diversity_gap"] = torch.stack(gaps).mean()
         self.log_dict({k: v.float() for k, v in values.items()})
+        short = self.all_sum(torch.tensor(float(self._swd_seen < 2), device=self.device))  # the same on every rank
+        if getattr(self, "_swd", None) is not None and float(short) == 0:  # compute() syncs: every rank or none
+            scores = {**self._swd.compute().scalars("val/swd"), **self._swd_floor.compute().scalars("val/swd_floor")}
+            self.log_dict({k: torch.tensor(v, dtype=torch.float32) for k, v in scores.items()})
 
     # -- checkpoints ----------------------------------------------------------------------------------
     def checkpoint_meta(self) -> dict[str, Any]:

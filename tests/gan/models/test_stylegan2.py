@@ -132,6 +132,20 @@ class _Killed(RuntimeError):
     """A crash in the middle of an epoch."""
 
 
+def test_validation_scores_swd_per_class_beside_the_real_floor(tmp_path):
+    """An untrained generator's tiles are far from the real ones; two halves of the real tiles are close: the
+    per-class SWD of the fakes must exceed the floor, for each class."""
+    torch.manual_seed(0)
+    m = StyleGAN2(**TINY)
+    trainer = cpu_trainer(tmp_path, limit_train_batches=1, limit_val_batches=4)
+    trainer.fit(m, _loader(), _loader(32, 8))
+    logged = trainer.callback_metrics
+    for key in ("val/swd", "val/swd_floor", "val/swd/red", "val/swd/blue", "val/swd/32px", "val/swd/16px"):
+        assert key in logged and torch.isfinite(logged[key]), key
+    for name in ("red", "blue"):
+        assert float(logged[f"val/swd/{name}"]) > 2 * float(logged[f"val/swd_floor/{name}"]), name
+
+
 def _fit(tmp: Path, ckpt: Path | None = None, kill: bool = False) -> StyleGAN2:
     L.seed_everything(0)
     m = StyleGAN2(**TINY, regularization={"pl_interval": 2, "r1_interval": 3}, d_augment={"kind": "ada", "interval": 2},
