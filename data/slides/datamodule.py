@@ -56,6 +56,38 @@ def find_slides(folder: str | Path) -> list[Path]:
     return found
 
 
+def slide_paths(slides: str | Path | Sequence[str | Path]) -> list[Path]:
+    """The slide files of a ``slides`` argument: a folder's slides (:func:`find_slides`), or the files given.
+
+    Args:
+        slides: a folder, a slide file, or slide files.
+
+    Raises:
+        ValueError: no slides given.
+    """
+    if isinstance(slides, (str, Path)) and Path(slides).is_dir():
+        return find_slides(slides)
+    paths = [Path(s) for s in ([slides] if isinstance(slides, (str, Path)) else slides)]
+    if not paths:
+        raise ValueError("TileDataModule: no slides given")
+    return paths
+
+
+def tile_classes(slides: str | Path | Sequence[str | Path], class_names: Sequence[str] | None = None,
+                 regions: str | Path | Sequence[str | Path] | None = None) -> list[str]:
+    """The classes of a :class:`TileDataModule`, in index order: ``class_names``, or the slides' sorted region labels
+    then ``other`` (what a conditional model is built for; ``medsynth fit`` passes them to StyleGAN2).
+
+    Args:
+        slides: as for :class:`TileDataModule`.
+        class_names: classes given explicitly.
+        regions: region manifests (default: beside each slide).
+    """
+    if class_names is not None:
+        return [str(c) for c in class_names]
+    return discover_classes(slide_paths(slides), regions)
+
+
 def split_slides(slides: Sequence[Path], *, val_fraction: float, test_fraction: float,
                  seed: int) -> dict[str, list[Path]]:
     """Deterministic train/val/test split of slides; every slide lands in exactly one split.
@@ -136,14 +168,9 @@ class TileDataModule(L.LightningDataModule):
         if samples_per_epoch is not None and samples_per_epoch < 1:
             raise ValueError(f"samples_per_epoch must be >= 1, got {samples_per_epoch}")
         self.mpp = float(mpp) if mpp is not None else mpp_from_magnification(magnification)  # type: ignore[arg-type]
-        if isinstance(slides, (str, Path)) and Path(slides).is_dir():
-            paths = find_slides(slides)
-        else:
-            paths = [Path(s) for s in ([slides] if isinstance(slides, (str, Path)) else slides)]
-        if not paths:
-            raise ValueError("TileDataModule: no slides given")
+        paths = slide_paths(slides)
         self.splits = split_slides(paths, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
-        self.class_names = list(class_names) if class_names is not None else discover_classes(paths, regions)
+        self.class_names = tile_classes(slides, class_names, regions)
         # stored resolved: the model is linked to these, and Lightning compares the two when it logs hparams
         self.save_hyperparameters({**self.hparams, "class_names": list(self.class_names)})
         self.augmentation = TileAugment() if augment else None

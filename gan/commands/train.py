@@ -25,16 +25,14 @@ def _cli_class() -> type:
             """Link the settings the model takes from the datamodule (given once, under ``data``)."""
             for key in LINKED_ARGUMENTS:
                 parser.link_arguments(f"data.init_args.{key}", f"model.init_args.{key}")
-            # tiles (StyleGAN2): the tile size is the resolution; the classes and the scale are the datamodule's
+            # tiles (StyleGAN2): the tile size is the resolution (the classes and mpp: before_instantiate_classes)
             parser.link_arguments("data.init_args.tile_size", "model.init_args.resolution")
-            for attr in ("class_names", "mpp"):
-                parser.link_arguments("data", f"model.init_args.{attr}", apply_on="instantiate",
-                                      compute_fn=lambda dm, attr=attr: getattr(dm, attr, None))
 
         def before_instantiate_classes(self) -> None:
             """With ``--ckpt_path``, continue the checkpoint's run: ``fit`` resumes it (same W&B id, folder, best-k);
             ``validate``/``test`` write their reports into that run's folder."""
             cfg = self.config.get(self.subcommand) if self.subcommand else self.config
+            tile_model_args(cfg)
             if self.subcommand in ("fit", "validate", "test") and cfg.get("ckpt_path"):
                 continue_run(cfg, cfg["ckpt_path"])
 
@@ -56,6 +54,30 @@ def _cli_class() -> type:
             self._check_inputs()
 
     return MedsynthCLI
+
+
+def tile_model_args(cfg: Any) -> None:
+    """A tile model (StyleGAN2) on a :class:`data.slides.TileDataModule` takes the datamodule's classes and mpp
+    (given once, under ``data``): fill ``model.init_args.class_names`` / ``mpp`` where they are unset. Only models
+    that take these arguments are touched (a link would hand them to every model).
+
+    Args:
+        cfg: the subcommand's parsed config (jsonargparse Namespace).
+    """
+    model, data = cfg.get("model"), cfg.get("data")
+    if model is None or data is None or not str(getattr(data, "class_path", "")).endswith("TileDataModule"):
+        return
+    if "class_names" not in model.init_args or "mpp" not in model.init_args:
+        return
+    from data.slides.datamodule import tile_classes
+    from data.slides.slide import mpp_from_magnification
+
+    d = data.init_args
+    if model.init_args.get("class_names") is None:
+        model.init_args.class_names = tile_classes(d.slides, d.get("class_names"), d.get("regions"))
+    if model.init_args.get("mpp") is None:
+        mpp = d.get("mpp")
+        model.init_args.mpp = float(mpp) if mpp is not None else mpp_from_magnification(d.magnification)
 
 
 def continue_run(cfg: Any, ckpt_path: str) -> None:
