@@ -8,7 +8,7 @@ DEMO_DIR ?= demo_out
 export WANDB_MODE ?= offline
 export PYTHONHASHSEED ?= 0
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo demo-utility test lint bench clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,13 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: setup
 	$(VENV)/bin/medsynth demo --out $(DEMO_DIR) --overwrite
+
+# the downstream-utility test of the demo's synthetic necrosis tiles with the default ResNet-18 (after `make demo`)
+SLIDES := $(DEMO_DIR)/data/slides
+demo-utility: setup
+	$(VENV)/bin/medsynth evaluate --train $(SLIDES)/slide_000.svs $(SLIDES)/slide_001.svs \
+	    --heldout $(SLIDES)/slide_002.svs --fake $(DEMO_DIR)/stylegan2/synthetic_necrosis --utility \
+	    --rare-class necrosis --mpp 0.5 --tile-size 32 --utility-threads 1 --out $(DEMO_DIR)/reports/utility --overwrite
 
 lint: setup
 	$(VENV)/bin/ruff check .
