@@ -201,3 +201,21 @@ def test_a_tiny_model_learns_the_colours_of_its_classes(tmp_path):
     assert after < 0.5 * before and after < 0.25, (before, after)
     red, blue = (m.sample(list(range(16)), label=k).mean(dim=(0, 2, 3)) for k in (0, 1))
     assert red[0] > red[2] and blue[2] > blue[0], (red, blue)
+
+
+def test_unconditional_training_and_its_generator(tmp_path):
+    """Without classes the model is unconditional: labels are ignored, truncation pulls towards the global w_avg."""
+    torch.manual_seed(0)
+    m = StyleGAN2(**{**TINY, "class_names": None})
+    assert m.num_classes == 0 and m.generator.num_classes == 0
+    trainer = cpu_trainer(tmp_path, limit_train_batches=2, limit_val_batches=1)
+    trainer.fit(m, _loader(), _loader(16, 8))
+    assert torch.isfinite(trainer.callback_metrics["val/swd"]) and "val/diversity_all" in trainer.callback_metrics
+    path = tmp_path / "u.ckpt"
+    trainer.save_checkpoint(path)
+    G, info = load_generator(path)
+    assert info["class_names"] == [] and G.num_classes == 0
+    torch.testing.assert_close(G(torch.randn(1, 16, generator=torch.Generator().manual_seed(7)), None,
+                                 noise_mode="const").clamp(-1, 1), m.sample([7]))
+    centre = m.sample([1, 2, 3], psi=0.0)
+    torch.testing.assert_close(centre[0], centre[2], msg="psi = 0: every seed gives the global centre")
