@@ -40,7 +40,7 @@ EXTRACTORS: tuple[str, ...] = ("fid-inception", "torchvision-inception")
 #: Prefixes of domain extractors: any timm or torchvision backbone from a local weights file.
 DOMAIN_EXTRACTOR_PREFIXES: tuple[str, ...] = ("timm:", "torchvision:")
 #: ``--weights random``: a seeded random network (smoke runs; not comparable with anything).
-RANDOM_WEIGHTS = "random"
+RANDOM_WEIGHTS = "random"  # = gan.metrics.features.factory.RANDOM_WEIGHTS (this module imports no torch)
 #: Modality keys of ``--target``/``--source``/``--modality`` -> DICOM modality codes.
 MODALITY_KEYS: dict[str, str] = {"ct": "CT", "mr": "MR", "pet": "PT"}
 

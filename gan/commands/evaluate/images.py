@@ -23,9 +23,7 @@ from data.image_sets import ImageFiles, ImageSet, StatsFile, TileScale, open_ima
 from gan.commands.evaluate.common import (
     CHECKPOINT_SUFFIXES,
     DISTRIBUTION_METRICS,
-    DOMAIN_EXTRACTOR_PREFIXES,
     FEATURE_METRICS,
-    RANDOM_WEIGHTS,
     PathLike,
     extractor_arg,
     parse_metrics,
@@ -36,10 +34,6 @@ from gan.commands.evaluate.utility import UtilityRequest, utility_section
 from gan.metrics import FeatureStats, FrechetInceptionDistance, KernelInceptionDistance
 from gan.metrics.features import (
     FeatureExtractor,
-    FIDInceptionV3,
-    TimmExtractor,
-    TorchvisionExtractor,
-    TorchvisionInceptionExtractor,
     extract_features,
     protocol_record,
 )
@@ -111,7 +105,8 @@ class ImageSetInputs:
 
 
 def build_extractor(kind: str, weights: str | Path | None, device: str) -> FeatureExtractor:
-    """The feature network of ``--extractor`` from a local weights file (never downloaded), or seeded random.
+    """The feature network of ``--extractor`` (:func:`gan.metrics.features.factory.build_extractor`, after the
+    argument check).
 
     Args:
         kind: ``"fid-inception"``, ``"torchvision-inception"``, or a domain extractor ``"timm:<model>"`` /
@@ -120,16 +115,9 @@ def build_extractor(kind: str, weights: str | Path | None, device: str) -> Featu
             protocol record says ``"comparable": false``); None for the hub cache.
         device: torch device.
     """
-    kind = extractor_arg(kind)
-    random = weights == RANDOM_WEIGHTS
-    if kind.startswith(DOMAIN_EXTRACTOR_PREFIXES):
-        family, model = kind.split(":", 1)
-        domain = TimmExtractor if family == "timm" else TorchvisionExtractor
-        net: FeatureExtractor = domain(model, pretrained=False, seed=0) if random else domain(model, weights)
-        return net.to(device)
-    cls = FIDInceptionV3 if kind == "fid-inception" else TorchvisionInceptionExtractor
-    net = cls(pretrained=False, seed=0) if random else cls(weights_path=weights)
-    return net.to(device)
+    from gan.metrics.features.factory import build_extractor as build
+
+    return build(extractor_arg(kind), weights, device)
 
 
 def _open_set(paths: Sequence[Path], label: str, scale: TileScale, allow_stats: bool) -> ImageSet | FeatureStats:
