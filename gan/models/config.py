@@ -210,6 +210,9 @@ class TileEvalConfig:
             (``val/swd_floor``); 0 turns it off.
         swd_patches: patches per tile and pyramid level of the SWD.
         swd_projections: random directions per level of the SWD.
+        prdc_extractor: feature network for per-class precision/recall/density/coverage of the same tiles
+            (``fid-inception``, ``timm:<model>``, ``torchvision:<model>``); None: not computed.
+        prdc_weights: its local weights file (``random``: seeded random network, smoke runs only).
     """
 
     grid_seeds: int = 8
@@ -220,6 +223,8 @@ class TileEvalConfig:
     swd_tiles: int = 2048
     swd_patches: int = 64
     swd_projections: int = 256
+    prdc_extractor: str | None = None
+    prdc_weights: str | None = None
 
 
 def as_config(cls: type[C], value: C | dict[str, Any] | None, default: C | None = None) -> C:

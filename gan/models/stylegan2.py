@@ -356,6 +356,18 @@ class StyleGAN2(GANModule):
         # fixed metrics, not submodules (kept out of checkpoints and of the trainable/frozen bookkeeping)
         object.__setattr__(self, "_swd", self._swd_metric() if use else None)
         object.__setattr__(self, "_swd_floor", self._swd_metric() if use else None)
+        object.__setattr__(self, "_prdc", self._prdc_metric() if use and self.eval_config.prdc_extractor else None)
+
+    def _prdc_metric(self) -> Any:
+        from gan.metrics import PrecisionRecallDensityCoverage
+        from gan.metrics.features.factory import build_extractor
+
+        cfg = self.eval_config
+        if getattr(self, "_prdc_net", None) is None:  # built once (weights read once), kept out of checkpoints
+            object.__setattr__(self, "_prdc_net", build_extractor(cfg.prdc_extractor, cfg.prdc_weights).eval())
+        return PrecisionRecallDensityCoverage(num_classes=self.num_classes or None,
+                                              class_names=self.class_names or None,
+                                              extractor=self._prdc_net.to(self.device)).to(self.device)
 
     @torch.no_grad()
     def fakes_like(self, labels: Tensor, seeds: list[int]) -> Tensor:
@@ -387,6 +399,9 @@ class StyleGAN2(GANModule):
             fake = self.fakes_like(lab, list(range(start, start + take)))
             self._swd.update(real, real=True, labels=lab if self.num_classes else None)
             self._swd.update(fake, real=False, labels=lab if self.num_classes else None)
+            if self._prdc is not None:
+                self._prdc.update(real, real=True, labels=lab if self.num_classes else None)
+                self._prdc.update(fake, real=False, labels=lab if self.num_classes else None)
             # the floor: every other real tile of each class against the rest of that class
             keys = lab.tolist() if self.num_classes else [0] * take
             side = []
@@ -434,6 +449,8 @@ class StyleGAN2(GANModule):
         short = self.all_sum(torch.tensor(float(self._swd_seen < 2), device=self.device))  # the same on every rank
         if getattr(self, "_swd", None) is not None and float(short) == 0:  # compute() syncs: every rank or none
             scores = {**self._swd.compute().scalars("val/swd"), **self._swd_floor.compute().scalars("val/swd_floor")}
+            if self._prdc is not None:
+                scores.update(self._prdc.compute().scalars("val/prdc/"))
             self.log_dict({k: torch.tensor(v, dtype=torch.float32) for k, v in scores.items()})
 
     # -- checkpoints ----------------------------------------------------------------------------------

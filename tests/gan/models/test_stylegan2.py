@@ -146,6 +146,21 @@ def test_validation_scores_swd_per_class_beside_the_real_floor(tmp_path):
         assert float(logged[f"val/swd/{name}"]) > 2 * float(logged[f"val/swd_floor/{name}"]), name
 
 
+def test_validation_scores_prdc_per_class_with_an_extractor(tmp_path):
+    """With an extractor configured (here a seeded random FID Inception), precision/recall/density/coverage of the
+    validation tiles are logged overall and per class, each in [0, 1] (density may exceed 1)."""
+    torch.manual_seed(0)
+    evaluation = {**TINY["evaluation"], "prdc_extractor": "fid-inception", "prdc_weights": "random", "swd_tiles": 24}
+    m = StyleGAN2(**{**TINY, "evaluation": evaluation})
+    trainer = cpu_trainer(tmp_path, limit_train_batches=1, limit_val_batches=3)
+    trainer.fit(m, _loader(), _loader(24, 8))
+    logged = trainer.callback_metrics
+    for name in ("precision", "recall", "coverage", "red/precision", "blue/recall"):
+        value = float(logged[f"val/prdc/{name}"])
+        assert 0.0 <= value <= 1.0, (name, value)
+    assert float(logged["val/prdc/density"]) >= 0
+
+
 def _fit(tmp: Path, ckpt: Path | None = None, kill: bool = False) -> StyleGAN2:
     L.seed_everything(0)
     m = StyleGAN2(**TINY, regularization={"pl_interval": 2, "r1_interval": 3}, d_augment={"kind": "ada", "interval": 2},
