@@ -174,19 +174,23 @@ class SlideTiles(ImageSet):
         description: the inputs it came from.
         slides: slide files.
         scale: tile size and scale.
+        class_names: keep only tiles of these classes (region labels), in this index order; None: every tile.
     """
 
     kind = "slides"
 
-    def __init__(self, label: str, description: Sequence[str], slides: Sequence[Path], *, scale: TileScale) -> None:
+    def __init__(self, label: str, description: Sequence[str], slides: Sequence[Path], *, scale: TileScale,
+                 class_names: Sequence[str] | None = None) -> None:
         super().__init__(label, description)
         from data.slides.datasets import TileDataset
 
         if (scale.mpp is None) == (scale.magnification is None):
             raise ValueError(f"{label}: whole-slide images {[s.name for s in slides][:3]} need exactly one of --mpp or "
                              "--magnification to set the tile scale")
+        classes = {} if class_names is None else {"class_names": list(class_names), "require_all_classes": False}
         self.dataset = TileDataset(list(slides), tile_size=scale.tile_size, mpp=scale.mpp,
-                                   magnification=scale.magnification, mpp_override=scale.mpp_override, uint8=True)
+                                   magnification=scale.magnification, mpp_override=scale.mpp_override, uint8=True,
+                                   **classes)
 
     def __len__(self) -> int:
         return len(self.dataset)

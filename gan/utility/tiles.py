@@ -62,7 +62,7 @@ _LAYOUT_HELP = ("expected <root>/<class>/<slide>/<tile>.png (class, then slide s
                 "path,label,slide, or whole-slide images with region manifests")
 
 
-class _SlideRegionTiles(ImageSet):
+class _SlideRegionTiles(SlideTiles):
     """Tiles of whole-slide images inside labelled regions (``TileDataset`` with the region labels, no "other").
 
     Args:
@@ -72,11 +72,7 @@ class _SlideRegionTiles(ImageSet):
         scale: tile size and scale.
     """
 
-    kind = "slides"
-
     def __init__(self, label: str, description: Sequence[str], slides: Sequence[Path], *, scale: TileScale) -> None:
-        super().__init__(label, description)
-        from data.slides.datasets import TileDataset
         from data.slides.regions import OTHER, discover_classes
 
         if (scale.mpp is None) == (scale.magnification is None):
@@ -85,29 +81,7 @@ class _SlideRegionTiles(ImageSet):
         if not classes:
             raise DataError(slides[0], f"--{label}: no region manifest with class labels beside the slides "
                                        "(<stem>.regions.csv); the utility test needs labelled tiles")
-        self.dataset = TileDataset(list(slides), tile_size=scale.tile_size, mpp=scale.mpp,
-                                   magnification=scale.magnification, mpp_override=scale.mpp_override, uint8=True,
-                                   class_names=classes, require_all_classes=False)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def load(self, index: int) -> torch.Tensor:
-        """Tile ``index`` as (3, H, W) uint8.
-
-        Args:
-            index: position in the set.
-        """
-        return self.dataset[index]["image"]
-
-    def name(self, index: int) -> str:
-        """Slide and level-0 location of tile ``index``.
-
-        Args:
-            index: position in the set.
-        """
-        spec = self.dataset.tiles[index]
-        return f"{spec.slide}@({spec.x},{spec.y})"
+        super().__init__(label, description, slides, scale=scale, class_names=classes)
 
 
 @dataclass(frozen=True)
