@@ -34,6 +34,7 @@ from torchmetrics.utilities import dim_zero_cat
 
 from gan.metrics.features.extractor import FeatureExtractor, extract_features
 from gan.metrics.features.protocol import FIDProtocol, protocol_record
+from gan.metrics.labels import batch_labels
 
 __all__ = [
     "DEFAULT_K",
@@ -248,18 +249,7 @@ class PrecisionRecallDensityCoverage(Metric):
         if not torch.isfinite(feats).all():
             raise ValueError("features contain NaN or Inf")
         n = feats.shape[0]
-        if self.num_classes is not None:
-            if labels is None:
-                raise ValueError("labels are required: this metric scores per class (num_classes is set)")
-            lab = torch.as_tensor(labels).reshape(-1)
-            if lab.shape[0] != n or lab.is_floating_point():
-                raise ValueError(f"labels must be ({n},) integers, got {tuple(lab.shape)} {lab.dtype}")
-            if n and (int(lab.min()) < 0 or int(lab.max()) >= self.num_classes):
-                raise ValueError(f"labels must lie in [0, {self.num_classes - 1}], got [{int(lab.min())}, "
-                                 f"{int(lab.max())}]")
-            lab = lab.long()
-        else:
-            lab = torch.full((n,), -1, dtype=torch.long)
+        lab = batch_labels(labels, n, self.num_classes)
         side = "real" if real else "fake"
         getattr(self, f"{side}_features").append(feats.to(self.device))
         getattr(self, f"{side}_labels").append(lab.to(self.device))

@@ -39,6 +39,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from gan.metrics.features.protocol import quantize_uint8
+from gan.metrics.labels import batch_labels
 
 __all__ = [
     "DEFAULT_MAX_DESCRIPTORS",
@@ -437,18 +438,7 @@ class SlicedWassersteinDistance(Metric):
             raise ValueError(f"sliced Wasserstein compares images of one size and channel count: got {shape} after "
                              f"{self.image_shape} (resize the sets to one size first)")
         n = images.shape[0]
-        if self.num_classes is not None:
-            if labels is None:
-                raise ValueError("labels are required: this metric scores per class (num_classes is set)")
-            lab = torch.as_tensor(labels).reshape(-1)
-            if lab.shape[0] != n or lab.is_floating_point():
-                raise ValueError(f"labels must be ({n},) integers, got {tuple(lab.shape)} {lab.dtype}")
-            if n and (int(lab.min()) < 0 or int(lab.max()) >= self.num_classes):
-                raise ValueError(f"labels must lie in [0, {self.num_classes - 1}], got [{int(lab.min())}, "
-                                 f"{int(lab.max())}]")
-            lab = lab.long()
-        else:
-            lab = torch.full((n,), -1, dtype=torch.long)
+        lab = batch_labels(labels, n, self.num_classes)
         desc = _descriptors(images, resolutions=self.resolutions, patches_per_image=self.patches_per_image,
                             patch_size=self.patch_size, seed=self.seed)
         prefix = "real" if real else "fake"
