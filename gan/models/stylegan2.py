@@ -36,6 +36,7 @@ from gan.losses import (
 from gan.models.base import GANModule
 from gan.models.config import StyleAugmentConfig, StyleNetConfig, StyleOptimConfig, StyleRegConfig, TileEvalConfig
 from gan.nets.stylegan2 import Discriminator, Generator
+from gan.style import seed_z
 
 log = logging.getLogger("medsynth.stylegan2")
 
@@ -326,7 +327,7 @@ class StyleGAN2(GANModule):
             psi: truncation towards the class's (or the global) average w.
         """
         G = self.inference_generator
-        z = torch.cat([torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+        z = seed_z(seeds, G.z_dim)  # the seed rule of gan.style (generate, mix and export use it too)
         lab = None if not self.num_classes else torch.full((len(seeds),), int(label or 0), dtype=torch.long)
         return G(z.to(self.device), None if lab is None else lab.to(self.device), psi=psi,
                  noise_mode="const").clamp(-1, 1)
@@ -378,7 +379,7 @@ class StyleGAN2(GANModule):
             seeds: N seeds.
         """
         G = self.inference_generator
-        z = torch.cat([torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+        z = seed_z(seeds, G.z_dim)  # the seed rule of gan.style (generate, mix and export use it too)
         lab = labels.to(self.device).long() if self.num_classes else None
         return G(z.to(self.device), lab, noise_mode="const").clamp(-1, 1)
 
