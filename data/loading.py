@@ -14,7 +14,10 @@
   is completed by wrapping around to the start of the epoch's order (``ceil(N / B)`` steps, as
   ``DistributedSampler`` pads), so every rank always gets ``b`` samples.
 * :class:`StridedBatches` is evaluation sharding: rank ``r`` gets the positions ``r, r + world_size, ...``,
-  no duplicates and no padding (metrics are sums synced across ranks); ``world_size=1`` is the plain order.
+  no duplicates (metrics are sums synced across ranks); ``world_size=1`` is the plain order. A rank left without
+  any item (fewer items than ranks) gets one PADDING batch: item 0 flagged ``"padding": True``, which the modules
+  skip; without it that rank would skip the evaluation epoch and the others would wait for its metric sync.
+* :func:`per_rank_batch`: the configs name the GLOBAL batch; each rank takes ``batch_size / world_size``.
 * :class:`ResumableDataLoader` stores its position in checkpoints: ``state_dict()`` is ``{"epoch", "samples"}``
   with ``samples`` the GLOBAL positions consumed in that epoch (batches consumed, as counted by the training
   loop, times the global batch); ``load_state_dict`` continues exactly after them on every rank. A resume
@@ -33,6 +36,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from data.batches import EVAL_INDEX_KEY, PADDING_KEY, is_padding
+
 __all__ = [
     "EpochOrder",
     "ResumableDataLoader",
@@ -40,7 +45,9 @@ __all__ = [
     "StridedBatches",
     "epoch_to_run",
     "eval_loader",
+    "is_padding",
     "loop_progress",
+    "per_rank_batch",
     "rank_and_world",
     "require_eval_items",
     "require_own_sampler",
@@ -211,8 +218,31 @@ class StepBatches(Sampler[list[Key]]):
             yield [(int(order[p]), epoch) for p in self.positions(t, start)]
 
 
+def per_rank_batch(batch_size: int, world_size: int, owner: str) -> int:
+    """Each rank's share of the global ``batch_size``.
+
+    Args:
+        batch_size: the global batch (what the config names).
+        world_size: number of ranks.
+        owner: the datamodule's name, for the message.
+
+    Raises:
+        ValueError: when the global batch is not a multiple of the ranks.
+    """
+    if batch_size < 1 or batch_size % world_size:
+        raise ValueError(f"{owner}: batch_size is the GLOBAL batch and must be a multiple of the {world_size} "
+                         f"ranks, got {batch_size} (use {max(1, -(-batch_size // world_size)) * world_size}: "
+                         f"the training dynamics then do not depend on the number of devices)")
+    return batch_size // world_size
+
+
+#: Marks a padding key of :class:`StridedBatches` (third element of the key).
+PADDING = -1
+
+
 class StridedBatches(Sampler[list[Key]]):
-    """Evaluation batches of one rank: positions ``rank, rank + world_size, ...`` of the order, no padding.
+    """Evaluation batches of one rank: positions ``rank, rank + world_size, ...`` of the order; a rank without any
+    item gets one padding batch (see the module docstring).
 
     Args:
         order: the order (usually the identity, ``EpochOrder(n, shuffle=False)``).
@@ -231,12 +261,41 @@ class StridedBatches(Sampler[list[Key]]):
         return len(range(self.rank, len(self.sampler), self.world_size))
 
     def __len__(self) -> int:
-        return -(-self.items() // self.batch_size)
+        return max(1, -(-self.items() // self.batch_size))
 
     def __iter__(self) -> Iterator[list[Key]]:
         epoch = self.sampler.epoch
         mine = self.sampler.order(epoch)[self.rank::self.world_size]
+        if len(mine) == 0:
+            return iter([[(int(self.sampler.order(epoch)[0]), epoch, PADDING)]])  # type: ignore[list-item]
         return ([(int(i), epoch) for i in mine[s:s + self.batch_size]] for s in range(0, len(mine), self.batch_size))
+
+
+class _EvalItems(Dataset):
+    """An evaluation dataset whose dict items carry their position in the split (``"eval_index"``, the same
+    whichever rank evaluates them, so metrics can choose and seed by it) and whose padding keys (``(index, epoch,
+    PADDING)``) return the item flagged ``"padding": True``; other items pass unchanged."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: Any) -> Any:
+        padding = isinstance(key, (tuple, list)) and len(key) == 3 and key[2] == PADDING
+        if padding:
+            key = (key[0], key[1])
+        item = self.dataset[key]
+        if not isinstance(item, dict):
+            return item
+        index = key[0] if isinstance(key, (tuple, list)) else key
+        return {**item, EVAL_INDEX_KEY: int(index), **({PADDING_KEY: True} if padding else {})}
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
 
 
 class ResumableDataLoader(DataLoader):
@@ -353,8 +412,8 @@ def eval_loader(dataset: Dataset, *, batch_size: int, rank: int = 0, world_size:
     """
     order = EpochOrder(len(dataset), shuffle=False)  # type: ignore[arg-type]
     batches = StridedBatches(order, batch_size=batch_size, rank=rank, world_size=world_size)
-    return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, persistent_workers=num_workers > 0,
-                      pin_memory=pin_memory)
+    return DataLoader(_EvalItems(dataset), batch_sampler=batches, num_workers=num_workers,
+                      persistent_workers=num_workers > 0, pin_memory=pin_memory)
 
 
 def loop_progress(trainer: Any) -> tuple[int, int]:
@@ -412,8 +471,8 @@ def require_own_sampler(trainer: Any, owner: str) -> None:
 
 
 def require_eval_items(n_items: int, world_size: int, what: str) -> None:
-    """Refuse an evaluation split with fewer items than ranks: a rank without any would skip the evaluation
-    epoch and its metric sync, and the other ranks would wait for it forever.
+    """Refuse an empty evaluation split under several ranks (fewer items than ranks are padded, see
+    :class:`StridedBatches`).
 
     Args:
         n_items: items of the split (patients, tiles).
@@ -421,8 +480,7 @@ def require_eval_items(n_items: int, world_size: int, what: str) -> None:
         what: the split and its unit, for the message (``"validation patients"``).
 
     Raises:
-        ValueError: when ``0 < n_items < world_size``.
+        ValueError: when ``n_items == 0`` and ``world_size > 1``.
     """
-    if 0 < n_items < world_size:
-        raise ValueError(f"{n_items} {what} cannot be shared by {world_size} ranks (each rank evaluates at least "
-                         "one, no duplicates): use more held-out data or fewer devices")
+    if n_items == 0 and world_size > 1:
+        raise ValueError(f"no {what} to share by {world_size} ranks: add held-out data")

@@ -23,6 +23,7 @@ from data.loading import (
     epoch_to_run,
     eval_loader,
     loop_progress,
+    per_rank_batch,
     rank_and_world,
     require_eval_items,
     require_own_sampler,
@@ -116,7 +117,8 @@ class TileDataModule(L.LightningDataModule):
         mpp: microns per pixel of the tiles (give this or ``magnification``).
         magnification: nominal magnification, shorthand for ``mpp = 10 / magnification``.
         class_names: classes in index order; None for all region labels (sorted) plus "other".
-        batch_size: tiles per batch and DDP rank (the global batch is ``world_size`` times larger).
+        batch_size: GLOBAL batch of tiles: each of the ``world_size`` DDP ranks takes ``batch_size / world_size``
+            (a multiple of the ranks), so the training dynamics do not depend on the number of devices.
         num_workers: DataLoader worker processes (persistent when > 0).
         val_fraction: fraction of slides for validation.
         test_fraction: fraction of slides for test.
@@ -224,8 +226,9 @@ class TileDataModule(L.LightningDataModule):
         rank, world = rank_and_world(self.trainer)
         n = h.samples_per_epoch or len(ds)
         weights = ds.sample_weights(h.balance_power) if h.balanced else None
-        return train_loader(ds, batch_size=h.batch_size, seed=h.seed, rank=rank, world_size=world, weights=weights,
-                            num_samples=n, drop_last=n >= h.batch_size * world,
+        b = per_rank_batch(h.batch_size, world, type(self).__name__)
+        return train_loader(ds, batch_size=b, seed=h.seed, rank=rank, world_size=world, weights=weights,
+                            num_samples=n, drop_last=n >= h.batch_size,
                             progress=lambda: loop_progress(self.trainer), num_workers=h.num_workers,
                             pin_memory=h.pin_memory, epoch=epoch_to_run(self.trainer))
 
@@ -244,7 +247,8 @@ class TileDataModule(L.LightningDataModule):
         ds = self.datasets[split]
         require_eval_items(len(ds), world, f"{'validation' if split == 'val' else 'test'} tiles")
         h = self.hparams
-        return eval_loader(ds, batch_size=h.batch_size, rank=rank, world_size=world, num_workers=h.num_workers,
+        b = max(1, h.batch_size // world)
+        return eval_loader(ds, batch_size=b, rank=rank, world_size=world, num_workers=h.num_workers,
                            pin_memory=h.pin_memory)
 
     def val_dataloader(self) -> DataLoader | list:

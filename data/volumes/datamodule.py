@@ -20,6 +20,7 @@ from data.loading import (
     epoch_to_run,
     eval_loader,
     loop_progress,
+    per_rank_batch,
     rank_and_world,
     require_eval_items,
     require_own_sampler,
@@ -78,7 +79,8 @@ class VolumeTranslationDataModule(L.LightningDataModule):
             :class:`data.volumes.transforms.VolumeAugment`).
         scale_range: zoom factors in [1 - scale_range, 1 + scale_range].
         elastic_prob: probability of elastic deformation when augmenting.
-        batch_size: training batch size per DDP rank (the global batch is ``world_size`` times larger).
+        batch_size: GLOBAL training batch: each of the ``world_size`` DDP ranks takes ``batch_size / world_size``
+            (a multiple of the ranks), so the training dynamics do not depend on the number of devices.
         num_workers: DataLoader workers.
         val_fraction: validation patients when no ``splits`` file is given.
         test_fraction: test patients when no ``splits`` file is given.
@@ -284,9 +286,9 @@ class VolumeTranslationDataModule(L.LightningDataModule):
         ds = self._split("train")
         require_own_sampler(self.trainer, type(self).__name__)
         rank, world = rank_and_world(self.trainer)
-        b = self.hparams.batch_size
+        b = per_rank_batch(self.hparams.batch_size, world, type(self).__name__)
         return train_loader(ds, batch_size=b, seed=self.hparams.seed, rank=rank, world_size=world,
-                            drop_last=len(ds) > b * world, progress=lambda: loop_progress(self.trainer),  # type: ignore[arg-type]
+                            drop_last=len(ds) > self.hparams.batch_size, progress=lambda: loop_progress(self.trainer),  # type: ignore[arg-type]
                             num_workers=self.hparams.num_workers, epoch=epoch_to_run(self.trainer))
 
     def val_dataloader(self) -> DataLoader:

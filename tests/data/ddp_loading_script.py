@@ -3,7 +3,7 @@
 Every rank trains a one-parameter LightningModule for ``--steps`` steps, validates once, and writes the ids of
 the samples it saw (per training step, and in validation) to ``<out>/rank<r>.json``.
 
-    python tests/data/ddp_loading_script.py --kind volumes|tiles --data PATH... --out DIR --steps K --batch B
+    python tests/data/ddp_loading_script.py --kind volumes|tiles --data PATH... --out DIR --steps K --batch B (global)
 """
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def datamodule(kind: str, data: list[str], batch: int) -> L.LightningDataModule:
     Args:
         kind: ``"volumes"`` or ``"tiles"``.
         data: the phantom patients' folder, or the phantom slides.
-        batch: per-rank batch size.
+        batch: the global batch (each of the 2 ranks takes half).
     """
     if kind == "volumes":
         from data.volumes import VolumeTranslationDataModule
@@ -97,7 +97,7 @@ def main() -> None:
     ap.add_argument("--data", nargs="+", required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--steps", type=int, default=3)
-    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=4)  # global
     args = ap.parse_args()
     L.seed_everything(0)
     model = Probe("ct" if args.kind == "volumes" else "image", args.out)

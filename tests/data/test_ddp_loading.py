@@ -35,7 +35,7 @@ def _run(kind: str, data: list[str], out: Path) -> list[dict]:
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "GLOO_SOCKET_IFNAME": "lo",
            "WANDB_MODE": "offline", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, str(SCRIPT), "--kind", kind, "--data", *data, "--out", str(out), "--steps", str(STEPS),
-           "--batch", str(BATCH)]
+           "--batch", str(2 * BATCH)]  # the GLOBAL batch: BATCH per rank
     proc = subprocess.Popen(cmd, cwd=str(out), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)  # its own process group: a hang kills both ranks
     try:

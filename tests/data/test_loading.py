@@ -16,6 +16,8 @@ from data.loading import (
     StepBatches,
     StridedBatches,
     eval_loader,
+    is_padding,
+    per_rank_batch,
     rank_and_world,
     require_eval_items,
     require_own_sampler,
@@ -138,6 +140,7 @@ def test_padding_completes_the_last_step_by_wrapping_around():
 
 
 def test_evaluation_shards_are_disjoint_and_unpadded():
+    """Items r, r + w, ... per rank, none twice; only a rank left without any item gets a padding batch."""
     order = EpochOrder(11, shuffle=False)
     shares = [[i for batch in StridedBatches(order, batch_size=2, rank=r, world_size=3) for i, _ in batch]
               for r in range(3)]
@@ -149,6 +152,31 @@ def test_evaluation_shards_are_disjoint_and_unpadded():
     assert _ids(loader) == [[1, 3]]
     with pytest.raises(ValueError, match="rank must be in"):
         StridedBatches(order, batch_size=1, rank=3, world_size=3)
+
+
+def test_a_rank_without_evaluation_items_gets_one_flagged_padding_batch():
+    """2 items, 3 ranks: rank 2 still runs the evaluation epoch (its metric sync), on an item marked padding."""
+    class Dicts(Dataset):
+        def __len__(self) -> int:
+            return 2
+
+        def __getitem__(self, key):
+            return {"x": torch.tensor(float(key[0]))}
+
+    loaders = [eval_loader(Dicts(), batch_size=4, rank=r, world_size=3) for r in range(3)]
+    batches = [list(loader) for loader in loaders]
+    assert [len(b) for b in batches] == [1, 1, 1] and [len(loader) for loader in loaders] == [1, 1, 1]
+    assert [is_padding(b[0]) for b in batches] == [False, False, True]
+    assert batches[0][0]["x"].tolist() == [0.0] and batches[1][0]["x"].tolist() == [1.0]
+    assert [b[0]["eval_index"].tolist() for b in batches] == [[0], [1], [0]]  # the position in the split
+    assert not is_padding({"x": 1}) and is_padding({"padding": torch.tensor([True])})
+
+
+def test_the_global_batch_is_shared_by_the_ranks():
+    assert per_rank_batch(8, 2, "M") == 4 and per_rank_batch(3, 1, "M") == 3
+    with pytest.raises(ValueError, match="M: batch_size is the GLOBAL batch.*multiple of the 2 ranks, got 3 "
+                                         r"\(use 4"):
+        per_rank_batch(3, 2, "M")
 
 
 # ------------------------------------------------------------------------------------------ resume
@@ -217,6 +245,6 @@ def test_trainer_context_and_refusals():
     require_own_sampler(trainer, "X")
     require_own_sampler(SimpleNamespace(global_rank=0, world_size=1,
                                         _accelerator_connector=SimpleNamespace(use_distributed_sampler=True)), "X")
-    with pytest.raises(ValueError, match="3 validation patients cannot be shared by 4 ranks"):
-        require_eval_items(3, 4, "validation patients")
-    require_eval_items(4, 4, "validation patients")
+    with pytest.raises(ValueError, match="no validation patients to share by 4 ranks"):
+        require_eval_items(0, 4, "validation patients")
+    require_eval_items(3, 4, "validation patients")  # padded, see StridedBatches

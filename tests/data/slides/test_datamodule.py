@@ -87,10 +87,10 @@ def _tile_ids(batches) -> list[list[tuple[str, int, int]]]:
 
 
 def test_datamodule_shards_training_tiles_per_step(slides):
-    """Rank r of 2 gets positions [t*B + r*b, t*B + (r+1)*b) of the one global order: disjoint, equal length, and
-    together exactly the single-process batches of the global batch B = 2 * b."""
+    """batch_size is the GLOBAL batch B: rank r of 2 gets positions [t*B + r*b, t*B + (r+1)*b) of the one global
+    order (b = B / 2): disjoint, equal length, and together exactly the single-process batches of B."""
     paths = [str(slides[f"s{i}"]) for i in range(4)]
-    kw = dict(slides=paths, tile_size=TS, mpp=0.25, val_fraction=0.0, augment=False, batch_size=3, seed=4)
+    kw = dict(slides=paths, tile_size=TS, mpp=0.25, val_fraction=0.0, augment=False, batch_size=6, seed=4)
     single = TileDataModule(**{**kw, "batch_size": 6})
     single.setup("fit")
     ref = _tile_ids(single.train_dataloader())
@@ -106,6 +106,10 @@ def test_datamodule_shards_training_tiles_per_step(slides):
         with pytest.raises(ValueError, match="use_distributed_sampler=False"):
             dm.train_dataloader()
         assert dm.val_dataloader() == []  # no validation slides: Lightning skips validation
+    odd = TileDataModule(**{**kw, "batch_size": 5})
+    odd.trainer = _fake_trainer(0, 2)
+    with pytest.raises(ValueError, match="GLOBAL batch and must be a multiple of the 2 ranks, got 5"):
+        odd.train_dataloader()
     assert len(per_rank[0]) == len(per_rank[1]) == len(ref)  # ranks stay in step
     for t, batch in enumerate(ref):
         assert per_rank[0][t] == batch[:3] and per_rank[1][t] == batch[3:]  # chunk r of the global batch
