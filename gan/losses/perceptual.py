@@ -176,8 +176,10 @@ class LPIPSLoss(nn.Module):
         return self
 
     def _distance_2d(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Per-image LPIPS of (B, 3, h, w) batches, shape (B,)."""
-        return self.lpips(a, b).flatten()
+        """Per-image LPIPS of (B, 3, h, w) batches, shape (B,), in the network's dtype (a float32 metric network
+        measures float64 images, e.g. under precision 64-true)."""
+        dtype = next(self.lpips.parameters()).dtype
+        return self.lpips(a.to(dtype), b.to(dtype)).flatten()
 
     def _slice_indices(self, n: int, device: torch.device) -> torch.Tensor | None:
         if self.max_slices is None or self.max_slices >= n:

@@ -35,6 +35,7 @@ from torchmetrics.utilities import dim_zero_cat
 from gan.metrics.features.extractor import FeatureExtractor, extract_features
 from gan.metrics.features.protocol import FIDProtocol, protocol_record
 from gan.metrics.labels import batch_labels
+from gan.metrics.ragged import gather_ragged
 
 __all__ = [
     "DEFAULT_K",
@@ -210,6 +211,7 @@ class PrecisionRecallDensityCoverage(Metric):
                  class_names: Sequence[str] | None = None, extractor: FeatureExtractor | None = None,
                  protocol: FIDProtocol | str = FIDProtocol.PYTORCH_FID, chunk_size: int = 2048,
                  reset_real_features: bool = True, **kwargs: Any) -> None:
+        kwargs.setdefault("dist_sync_fn", gather_ragged)  # a rank may have seen no image of a side
         super().__init__(**kwargs)
         self.k_pr, self.k_dc = prdc_neighbourhoods(k)
         if num_classes is not None and int(num_classes) < 1:

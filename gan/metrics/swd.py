@@ -33,6 +33,7 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
@@ -40,6 +41,7 @@ from torchmetrics.utilities import dim_zero_cat
 
 from gan.metrics.features.protocol import quantize_uint8
 from gan.metrics.labels import batch_labels
+from gan.metrics.ragged import agree_on, gather_ragged
 
 __all__ = [
     "DEFAULT_MAX_DESCRIPTORS",
@@ -396,6 +398,7 @@ class SlicedWassersteinDistance(Metric):
                  min_resolution: int = 16, normalisation: Normalisation = "karras", seed: int = 0,
                  max_descriptors: int | None = DEFAULT_MAX_DESCRIPTORS, num_classes: int | None = None,
                  class_names: Sequence[str] | None = None, reset_real_features: bool = True, **kwargs: Any) -> None:
+        kwargs.setdefault("dist_sync_fn", gather_ragged)  # a rank may have seen no image of a side
         super().__init__(**kwargs)
         _check_settings(int(patch_size), int(patches_per_image), int(projections), normalisation)
         if max_descriptors is not None and int(max_descriptors) < 1:
@@ -460,6 +463,10 @@ class SlicedWassersteinDistance(Metric):
 
     def compute(self) -> SWDResult:
         """SWD per level and mean, overall and per class (a class missing on a side is None, warned)."""
+        if self.image_shape is None:  # a DDP rank that saw no image takes the others' size (every rank computes)
+            self.image_shape = next((s for s in agree_on(self.image_shape) if s is not None), None)
+        elif dist.is_available() and dist.is_initialized():
+            agree_on(self.image_shape)  # the matching collective of the ranks above
         real, fake = self._state("real_descriptors"), self._state("fake_descriptors")
         if real is None or fake is None:
             raise ValueError("sliced Wasserstein needs real and generated images: call update(..., real=True/False)")
