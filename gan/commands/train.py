@@ -33,6 +33,7 @@ def _cli_class() -> type:
             ``validate``/``test`` write their reports into that run's folder."""
             cfg = self.config.get(self.subcommand) if self.subcommand else self.config
             tile_model_args(cfg)
+            default_strategy(cfg)
             if self.subcommand in ("fit", "validate", "test") and cfg.get("ckpt_path"):
                 continue_run(cfg, cfg["ckpt_path"])
 
@@ -78,6 +79,24 @@ def tile_model_args(cfg: Any) -> None:
     if model.init_args.get("mpp") is None:
         mpp = d.get("mpp")
         model.init_args.mpp = float(mpp) if mpp is not None else mpp_from_magnification(d.magnification)
+
+
+def default_strategy(cfg: Any) -> None:
+    """Several devices or nodes with ``strategy: auto`` train with the project's ``ddp_gan`` (Lightning's ``auto``
+    would pick plain ``ddp``, which fails for GANs; see :mod:`gan.models.strategy`).
+
+    Args:
+        cfg: the subcommand's parsed config (jsonargparse Namespace).
+    """
+    trainer = cfg.get("trainer") if hasattr(cfg, "get") else None
+    if trainer is None or str(trainer.get("strategy", "auto")) != "auto":
+        return
+    devices, nodes = trainer.get("devices", 1), int(trainer.get("num_nodes", 1) or 1)
+    if isinstance(devices, str) and devices.isdigit():
+        devices = int(devices)
+    many = (isinstance(devices, int) and devices > 1) or (isinstance(devices, (list, tuple)) and len(devices) > 1)
+    if many or nodes > 1:
+        trainer["strategy"] = "ddp_gan"
 
 
 def continue_run(cfg: Any, ckpt_path: str) -> None:

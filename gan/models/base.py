@@ -3,9 +3,14 @@
 * Manual optimisation: :meth:`GANModule.optimizing` toggles an optimiser around its pass and
   :meth:`GANModule.step` backpropagates through ``manual_backward`` (never a bare ``loss.backward()``, which would
   skip mixed precision and DDP gradient sync), steps and clears the gradients.
-* Randomness as a pure function of (seed, iteration, rank, chunk): :meth:`GANModule.seed_rng` seeds torch's global
-  generator before every training batch, so dropout masks and any other draw do not depend on what ran before
-  (validation, a data loader starting, a resume), and ranks never repeat each other's stream.
+* Randomness as a pure function of (seed, iteration, global chunk): :meth:`GANModule.seed_rng` seeds torch's global
+  generator before every training batch and chunk, so dropout masks and any other draw do not depend on what ran
+  before (validation, a data loader starting, a resume), ranks never repeat each other's stream, and the ranks'
+  draws together are what one process accumulating all the chunks draws.
+* Global batch semantics under DDP: the datamodule's batch is the global one; each rank gets ``batch / world`` and
+  cuts it into chunks of ``batch_gpu`` (:meth:`GANModule.chunks`), gradients accumulated over the chunks and
+  synchronised once per optimiser step by the strategy (:mod:`gan.models.strategy`, checked in :meth:`setup`).
+  Global chunk ``rank * chunks_per_rank + chunk`` ("slot") names every per-chunk stream and state.
 * Loss logging without host syncs: :meth:`GANModule.log_losses` sums detached tensors and logs ``<name>_step`` every
   ``log_every_n_steps`` iterations plus ``<name>_epoch`` means.
 * A generator EMA (:class:`gan.models.ema.EMA`), Adam with the constant-then-linear-decay schedule.
@@ -21,10 +26,12 @@ from typing import Any, Iterable, Iterator
 import lightning as L
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from gan.models.config import OptimConfig, as_config, config_dict
 from gan.models.ema import EMA
+from gan.models.strategy import broadcast_tensors, check_strategy
 
 #: Version of the checkpoint layout written by :meth:`GANModule.on_save_checkpoint` (1: flat hyperparameters).
 CHECKPOINT_FORMAT = 2
@@ -48,16 +55,23 @@ class GANModule(L.LightningModule):
 
     Args:
         seed: seed of every random draw of training (dropout, image pools, latents): each iteration's draws are a
-            function of (seed, iteration, rank), so a resumed run and an uninterrupted one draw the same.
+            function of (seed, iteration, global chunk), so a resumed run and an uninterrupted one draw the same,
+            and so do 1 and N devices with the same global batch and ``batch_gpu``.
+        batch_gpu: samples per chunk of a device's batch (gradients accumulated over the chunks, one optimiser
+            step per network and iteration; None: the device's whole batch in one chunk).
     """
 
     #: Name stored in checkpoints; the checkpoint loader's allow-list maps it back to the class.
     family: str = ""
 
-    def __init__(self, *, seed: int = 0) -> None:
+    def __init__(self, *, seed: int = 0, batch_gpu: int | None = None) -> None:
         super().__init__()
+        if batch_gpu is not None and batch_gpu < 1:
+            raise ValueError(f"batch_gpu must be >= 1, got {batch_gpu}")
         self.automatic_optimization = False
         self.seed = int(seed)
+        self.batch_gpu = batch_gpu
+        self.chunks_per_rank = 1
         self.ema: EMA | None = None
         self._iteration = 0
         self._loss_sums: dict[str, torch.Tensor] = {}
@@ -96,16 +110,98 @@ class GANModule(L.LightningModule):
         state = np.random.SeedSequence([self.seed, *[int(k) for k in keys]]).generate_state(2, dtype=np.uint32)
         return int(state[0]) << 31 ^ int(state[1])
 
-    def seed_rng(self, chunk: int = 0) -> None:
-        """Seed torch's global generators (CPU and CUDA) for this iteration, rank and chunk.
-
-        Called before every training batch with ``chunk=0``; a module that splits a batch into chunks calls it again
-        per chunk so chunk ``c`` draws the same whichever process runs it.
+    def slot(self, chunk: int = 0) -> int:
+        """The global index of this rank's chunk ``chunk``: ``rank * chunks_per_rank + chunk``.
 
         Args:
-            chunk: index of the part of the batch about to be processed.
+            chunk: the chunk within this device's batch.
         """
-        torch.manual_seed(self.derived_seed(self._iteration, self.global_rank, chunk))
+        return self.global_rank * self.chunks_per_rank + int(chunk)
+
+    def seed_rng(self, chunk: int = 0) -> None:
+        """Seed torch's global generators (CPU and CUDA) for this iteration and global chunk.
+
+        Called before every training batch with ``chunk=0``; a module that splits a batch into chunks calls it again
+        per chunk, so global chunk ``s`` draws the same whichever process runs it.
+
+        Args:
+            chunk: index of the part of this device's batch about to be processed.
+        """
+        torch.manual_seed(self.derived_seed(self._iteration, 0, self.slot(chunk)))
+
+    # -- batches and ranks --------------------------------------------------------------------------
+    @property
+    def world(self) -> int:
+        """Number of training processes (1 without a Trainer)."""
+        return max(1, int(self.trainer.world_size)) if self._trainer is not None else 1
+
+    def chunks(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
+        """The device's batch cut into chunks of ``batch_gpu`` samples (tensors and lists cut; other values
+        shared); sets :attr:`chunks_per_rank`, which every rank must agree on.
+
+        Args:
+            batch: a collated dict batch.
+        """
+        n = next(v.shape[0] if isinstance(v, torch.Tensor) else len(v) for v in batch.values()
+                 if isinstance(v, (list, tuple)) or (isinstance(v, torch.Tensor) and v.dim() > 0))
+        size = self.batch_gpu or n
+        if n % size:
+            raise ValueError(f"a device batch of {n} cannot be cut into chunks of batch_gpu={size}: make the global "
+                             f"batch a multiple of devices x batch_gpu")
+
+        def part(v: Any, i: int) -> Any:
+            if isinstance(v, dict):
+                return {k: part(x, i) for k, x in v.items()}
+            if (isinstance(v, (list, tuple)) and len(v) == n) or (isinstance(v, torch.Tensor) and v.dim() > 0
+                                                                   and v.shape[0] == n):
+                return v[i:i + size]
+            return v
+        self.chunks_per_rank = n // size
+        return [{k: part(v, i) for k, v in batch.items()} for i in range(0, n, size)]
+
+    def all_sum(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` summed over the ranks (itself on one device).
+
+        Args:
+            x: a tensor of the same shape on every rank.
+        """
+        if self.world == 1:
+            return x
+        return self.trainer.strategy.reduce(x.clone(), reduce_op="sum")
+
+    def all_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` averaged over the ranks.
+
+        Args:
+            x: a tensor of the same shape on every rank.
+        """
+        return self.all_sum(x) / self.world
+
+    def all_gather_objects(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj`` (picklable), in rank order; ``[obj]`` on one device. Call it on every rank.
+
+        Args:
+            obj: this rank's object.
+        """
+        if self.world == 1 or not (dist.is_available() and dist.is_initialized()):
+            return [obj]
+        out: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(out, obj)
+        return out
+
+    def sync_norm_buffers(self) -> None:
+        """Give every rank rank 0's running statistics of its normalisation layers (batch norm): each rank
+        normalises its own chunks, so they drift apart. Called before evaluation and checkpoints (every rank)."""
+        if self.world == 1:
+            return
+        stats = [b for m in self.modules() if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats
+                 for b in m.buffers()]
+        broadcast_tensors(stats)
+
+    def setup(self, stage: str) -> None:
+        """Lightning hook: refuse a strategy known to break GAN training (see :mod:`gan.models.strategy`)."""
+        if stage == "fit" and self._trainer is not None:
+            check_strategy(self.trainer)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Lightning hook: seed the random draws of this iteration."""
@@ -130,14 +226,16 @@ class GANModule(L.LightningModule):
         finally:
             self.untoggle_optimizer(optimizer)
 
-    def step(self, optimizer: Any, loss: torch.Tensor) -> None:
-        """Backpropagate ``loss`` through ``manual_backward``, step ``optimizer`` and clear its gradients.
+    def step(self, optimizer: Any, loss: torch.Tensor | None = None) -> None:
+        """Backpropagate ``loss`` through ``manual_backward`` (when given: gradients accumulated over chunks are
+        already there otherwise), step ``optimizer`` (the strategy syncs its gradients first) and clear them.
 
         Args:
             optimizer: the optimiser whose parameters ``loss`` trains.
-            loss: scalar loss.
+            loss: scalar loss, or None after per-chunk ``manual_backward`` calls.
         """
-        self.manual_backward(loss)
+        if loss is not None:
+            self.manual_backward(loss)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -239,8 +337,16 @@ class GANModule(L.LightningModule):
             return None
         return {"save_dir": str(logger.save_dir), "name": str(logger.name), "id": str(logger.version)}
 
+    def on_validation_epoch_start(self) -> None:
+        """Lightning hook (every rank): the evaluation sees rank 0's normalisation statistics on every rank."""
+        self.sync_norm_buffers()
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store the family, the iteration, the epoch's running loss sums, the run and the family's extra state."""
+        """Store the family, the iteration, the epoch's running loss sums, the run and the family's extra state.
+
+        Lightning calls this on every rank (rank 0 writes): per-rank state is gathered here, and the normalisation
+        statistics are made rank 0's on every rank, so a resume continues as the uninterrupted run does."""
+        self.sync_norm_buffers()
         checkpoint["medsynth"] = {**self.checkpoint_meta(), "iteration": self._completed_iterations(checkpoint),
                                   "run": self.run_record(),
                                   "loss_sums": {k: v.detach().cpu() for k, v in self._loss_sums.items()},

@@ -42,7 +42,8 @@ class CycleGAN(TranslationModule):
         lpips_pretrained: use pretrained LPIPS (AlexNet from a local file or the torch hub cache).
         pool_size: image pool size (50).
         channels_last: channels-last memory format for networks and inputs.
-        seed: seed of training's random draws; image pool ``i`` of rank ``r`` uses ``seed + i + 1000 r``.
+        batch_gpu: samples per chunk of a device's batch, gradients accumulated over the chunks (None: one chunk).
+        seed: seed of training's random draws; image pool ``i`` of global chunk ``s`` uses ``seed + i + 1000 s``.
     """
 
     family = "CycleGAN"
@@ -67,10 +68,11 @@ class CycleGAN(TranslationModule):
         lpips_pretrained: bool = True,
         pool_size: int = 50,
         channels_last: bool = False,
+        batch_gpu: int | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__(source=source, target=target, mode=mode, slices=slices, evaluation=evaluation,
-                         channels_last=channels_last, seed=seed)
+                         channels_last=channels_last, seed=seed, batch_gpu=batch_gpu)
         gen, disc = self.group("generator", generator), self.group("discriminator", discriminator)
         self.optim = self.group("optim", optim)
         ch, dims = self.in_slices, self.spatial_dims
@@ -82,7 +84,8 @@ class CycleGAN(TranslationModule):
             init_weights(net)
         self.adversarial = AdversarialLoss(gan_mode)
         self.lpips = LPIPSLoss(pretrained=lpips_pretrained, spatial_dims=dims) if lambda_lpips > 0 else None
-        self.pool_a, self.pool_b = self.add_pool("a", pool_size), self.add_pool("b", pool_size)
+        self.add_pool("a", pool_size)
+        self.add_pool("b", pool_size)
         self.init_ema(self.generator, self.optim.ema_decay)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -101,44 +104,69 @@ class CycleGAN(TranslationModule):
             x, y = self.centre(x), self.centre(y)
         return self.lpips(x, y)
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        """One generator step (both directions) then one discriminator step (both domains)."""
+    def generator_losses(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The generators' losses on one chunk (``loss_g`` their weighted sum) and its fakes (``fake_a/b``)."""
         hp = self.hparams
-        real_a, real_b = self.fmt(batch[self.source]), self.fmt(batch[self.target])
-        self.check_channels(real_a, self.source)
-        self.check_channels(real_b, self.target)
-        opt_g, opt_d = self.optimizers()
         zero = real_a.new_zeros(())
+        fake_b, fake_a = self.generator(real_a), self.generator_ba(real_b)
+        rec_a, rec_b = self.generator_ba(fake_b), self.generator(fake_a)
+        adv = (self.adversarial.generator_loss(self.discriminator_b(fake_b))
+               + self.adversarial.generator_loss(self.discriminator_a(fake_a)))
+        cyc = cycle_loss(rec_a, real_a) + cycle_loss(rec_b, real_b)
+        loss_g = adv + hp.lambda_cycle * cyc
+        idt = perc = struct = zero
+        if hp.lambda_identity > 0:
+            idt = identity_loss(self.generator(real_b), real_b) + identity_loss(self.generator_ba(real_a), real_a)
+            loss_g = loss_g + hp.lambda_identity * hp.lambda_cycle * idt
+        if self.lpips is not None:
+            perc = self._perceptual(rec_a, real_a) + self._perceptual(rec_b, real_b)
+            loss_g = loss_g + hp.lambda_lpips * perc
+        if hp.lambda_structure > 0:
+            kw = dict(spatial_dims=self.spatial_dims, distance=hp.structure_distance, sigma=hp.structure_sigma)
+            struct = mind_loss(fake_b, real_a, **kw) + mind_loss(fake_a, real_b, **kw)
+            loss_g = loss_g + hp.lambda_structure * struct
+        return {"loss_g": loss_g, "adv": adv, "cycle": cyc, "identity": idt, "lpips": perc, "structure": struct,
+                "fake_a": fake_a, "fake_b": fake_b}
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """One generator step (both directions) then one discriminator step (both domains), each accumulated over
+        the device batch's chunks (``batch_gpu``)."""
+        opt_g, opt_d = self.optimizers()
+        parts = self.chunks(batch)
+        n = len(parts)
+        reals = []
+        for part in parts:
+            real_a, real_b = self.fmt(part[self.source]), self.fmt(part[self.target])
+            self.check_channels(real_a, self.source)
+            self.check_channels(real_b, self.target)
+            reals.append((real_a, real_b))
+        logs: dict[str, torch.Tensor] = {}
+        fakes = []
 
         with self.optimizing(opt_g):
-            fake_b, fake_a = self.generator(real_a), self.generator_ba(real_b)
-            rec_a, rec_b = self.generator_ba(fake_b), self.generator(fake_a)
-            adv = (self.adversarial.generator_loss(self.discriminator_b(fake_b))
-                   + self.adversarial.generator_loss(self.discriminator_a(fake_a)))
-            cyc = cycle_loss(rec_a, real_a) + cycle_loss(rec_b, real_b)
-            loss_g = adv + hp.lambda_cycle * cyc
-            idt = perc = struct = zero
-            if hp.lambda_identity > 0:
-                idt = identity_loss(self.generator(real_b), real_b) + identity_loss(self.generator_ba(real_a), real_a)
-                loss_g = loss_g + hp.lambda_identity * hp.lambda_cycle * idt
-            if self.lpips is not None:
-                perc = self._perceptual(rec_a, real_a) + self._perceptual(rec_b, real_b)
-                loss_g = loss_g + hp.lambda_lpips * perc
-            if hp.lambda_structure > 0:
-                kw = dict(spatial_dims=self.spatial_dims, distance=hp.structure_distance, sigma=hp.structure_sigma)
-                struct = mind_loss(fake_b, real_a, **kw) + mind_loss(fake_a, real_b, **kw)
-                loss_g = loss_g + hp.lambda_structure * struct
-            self.step(opt_g, loss_g)
+            for c, (real_a, real_b) in enumerate(reals):
+                self.seed_rng(c)
+                out = self.generator_losses(real_a, real_b)
+                self.manual_backward(out["loss_g"] / n)
+                fakes.append((out["fake_a"].detach(), out["fake_b"].detach()))
+                for k in ("loss_g", "adv", "cycle", "identity", "lpips", "structure"):
+                    logs[f"train/{k}"] = logs.get(f"train/{k}", 0) + out[k].detach() / n
+            self.step(opt_g)
 
         with self.optimizing(opt_d):
-            pooled_b, pooled_a = self.pool_b.query(fake_b), self.pool_a.query(fake_a)
-            loss_d_b = self.adversarial.discriminator_loss(self.discriminator_b(real_b), self.discriminator_b(pooled_b))
-            loss_d_a = self.adversarial.discriminator_loss(self.discriminator_a(real_a), self.discriminator_a(pooled_a))
-            loss_d = loss_d_a + loss_d_b
-            self.step(opt_d, loss_d)
+            loss_d_total = reals[0][0].new_zeros(())
+            for c, ((real_a, real_b), (fake_a, fake_b)) in enumerate(zip(reals, fakes)):
+                pooled_b, pooled_a = self.pool("b", c).query(fake_b), self.pool("a", c).query(fake_a)
+                loss_d = (self.adversarial.discriminator_loss(self.discriminator_b(real_b),
+                                                              self.discriminator_b(pooled_b))
+                          + self.adversarial.discriminator_loss(self.discriminator_a(real_a),
+                                                                self.discriminator_a(pooled_a)))
+                self.manual_backward(loss_d / n)
+                loss_d_total = loss_d_total + loss_d.detach() / n
+            self.step(opt_d)
 
         if self.ema is not None:
             self.ema.update(self.generator)
-        self.log_losses({"train/loss_g": loss_g, "train/loss_d": loss_d, "train/adv": adv, "train/cycle": cyc,
-                         "train/identity": idt, "train/lpips": perc, "train/structure": struct}, real_a.shape[0])
-        return loss_g.detach()
+        logs["train/loss_d"] = loss_d_total
+        self.log_losses(logs, batch[self.source].shape[0])
+        return logs["train/loss_g"]

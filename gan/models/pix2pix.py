@@ -35,8 +35,11 @@ class Pix2Pix(TranslationModule):
         lpips_pretrained: use pretrained LPIPS weights.
         pool_size: image pool size (0 in the paper).
         channels_last: channels-last memory format for networks and inputs.
-        seed: seed of training's random draws (dropout masks are a function of (seed, iteration, rank)); the image
-            pool of rank ``r`` uses ``seed + 1000 r``.
+        batch_gpu: samples per chunk of a device's batch, gradients accumulated over the chunks (None: one chunk).
+            Batch norm normalises each chunk with its own statistics; under DDP rank 0's running statistics are
+            broadcast to the other ranks before every evaluation and checkpoint.
+        seed: seed of training's random draws (dropout masks are a function of (seed, iteration, global chunk)); the
+            image pool of global chunk ``s`` uses ``seed + 1000 s``.
     """
 
     family = "Pix2Pix"
@@ -58,10 +61,11 @@ class Pix2Pix(TranslationModule):
         lpips_pretrained: bool = True,
         pool_size: int = 0,
         channels_last: bool = False,
+        batch_gpu: int | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__(source=source, target=target, mode=mode, slices=slices, evaluation=evaluation,
-                         channels_last=channels_last, seed=seed)
+                         channels_last=channels_last, seed=seed, batch_gpu=batch_gpu)
         gen, disc = self.group("generator", generator), self.group("discriminator", discriminator)
         self.optim = self.group("optim", optim)
         dims = self.spatial_dims
@@ -69,7 +73,7 @@ class Pix2Pix(TranslationModule):
         self.discriminator = build_discriminator(disc, spatial_dims=dims, in_channels=self.in_slices + 1)
         self.adversarial = AdversarialLoss(gan_mode)
         self.lpips = LPIPSLoss(pretrained=lpips_pretrained, spatial_dims=dims) if lambda_lpips > 0 else None
-        self.pool = self.add_pool("pairs", pool_size)
+        self.add_pool("pairs", pool_size)
         self.init_ema(self.generator, self.optim.ema_decay)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -83,37 +87,52 @@ class Pix2Pix(TranslationModule):
         return [opt_g, opt_d], self.decay_schedules(self.optim, opt_g, opt_d)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        """One discriminator step on (input, real) vs (input, fake) pairs, then one generator step."""
+        """One discriminator step on (input, real) vs (input, fake) pairs, then one generator step, each accumulated
+        over the device batch's chunks (``batch_gpu``)."""
         hp = self.hparams
-        x = self.fmt(batch[self.source])
-        self.check_channels(x, self.source)
-        y = batch[self.target]
-        y = self.fmt(self.centre(y) if y.shape[1] > 1 else y)
         opt_g, opt_d = self.optimizers()
-        self.track_target(y, batch.get("body_mask"), batch["window"][self.target])
+        parts = self.chunks(batch)
+        n = len(parts)
+        chunks = []
+        for c, part in enumerate(parts):
+            x = self.fmt(part[self.source])
+            self.check_channels(x, self.source)
+            y = part[self.target]
+            y = self.fmt(self.centre(y) if y.shape[1] > 1 else y)
+            self.track_target(y, part.get("body_mask"), part["window"][self.target])
+            self.seed_rng(c)  # the chunk's dropout masks
+            chunks.append((x, y, self.generator(x), part.get("lesion_mask")))
 
-        fake = self.generator(x)
         with self.optimizing(opt_d):
-            fake_pair = self.pool.query(torch.cat([x, fake], 1))
-            loss_d = self.adversarial.discriminator_loss(self.discriminator(torch.cat([x, y], 1)),
-                                                         self.discriminator(fake_pair))
-            self.step(opt_d, loss_d)
+            loss_d = chunks[0][0].new_zeros(())
+            for c, (x, y, fake, _) in enumerate(chunks):
+                fake_pair = self.pool("pairs", c).query(torch.cat([x, fake], 1))
+                loss = self.adversarial.discriminator_loss(self.discriminator(torch.cat([x, y], 1)),
+                                                           self.discriminator(fake_pair))
+                self.manual_backward(loss / n)
+                loss_d = loss_d + loss.detach() / n
+            self.step(opt_d)
 
+        logs: dict[str, torch.Tensor] = {}
         with self.optimizing(opt_g):
-            adv = self.adversarial.generator_loss(self.discriminator(torch.cat([x, fake], 1)))
-            if hp.lesion_weight != 1.0 and "lesion_mask" in batch:
-                rec = lesion_weighted_l1(fake, y, batch["lesion_mask"], lesion_weight=hp.lesion_weight)
-            else:
-                rec = l1_loss(fake, y)
-            loss_g = adv + hp.lambda_l1 * rec
-            perc = x.new_zeros(())
-            if self.lpips is not None:
-                perc = self.lpips(fake, y)
-                loss_g = loss_g + hp.lambda_lpips * perc
-            self.step(opt_g, loss_g)
+            for x, y, fake, lesion in chunks:
+                adv = self.adversarial.generator_loss(self.discriminator(torch.cat([x, fake], 1)))
+                if hp.lesion_weight != 1.0 and lesion is not None:
+                    rec = lesion_weighted_l1(fake, y, lesion, lesion_weight=hp.lesion_weight)
+                else:
+                    rec = l1_loss(fake, y)
+                loss_g = adv + hp.lambda_l1 * rec
+                perc = x.new_zeros(())
+                if self.lpips is not None:
+                    perc = self.lpips(fake, y)
+                    loss_g = loss_g + hp.lambda_lpips * perc
+                self.manual_backward(loss_g / n)
+                for k, v in (("loss_g", loss_g), ("adv", adv), ("l1", rec), ("lpips", perc)):
+                    logs[f"train/{k}"] = logs.get(f"train/{k}", 0) + v.detach() / n
+            self.step(opt_g)
 
         if self.ema is not None:
             self.ema.update(self.generator)
-        self.log_losses({"train/loss_g": loss_g, "train/loss_d": loss_d, "train/adv": adv, "train/l1": rec,
-                         "train/lpips": perc}, x.shape[0])
-        return loss_g.detach()
+        logs["train/loss_d"] = loss_d
+        self.log_losses(logs, batch[self.source].shape[0])
+        return logs["train/loss_g"]

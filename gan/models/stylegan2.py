@@ -24,6 +24,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from data.batches import EVAL_INDEX_KEY, is_padding
 from gan.augment import AdaController, AdaptiveAugment, DiffAugment
 from gan.losses import (
     d_logistic_fake,
@@ -88,15 +89,13 @@ class StyleGAN2(GANModule):
         evaluation: TileEvalConfig = TileEvalConfig(),
         seed: int = 0,
     ) -> None:
-        super().__init__(seed=seed)
+        super().__init__(seed=seed, batch_gpu=batch_gpu)
         self.save_hyperparameters()
         net, self.optim = self.group("network", network), self.group("optim", optim)
         self.reg, self.aug_config = self.group("regularization", regularization), self.group("d_augment", d_augment)
         self.eval_config = self.group("evaluation", evaluation)
         if label_sampling not in ("uniform", "data"):
             raise ValueError(f"label_sampling must be 'uniform' or 'data', got {label_sampling!r}")
-        if batch_gpu is not None and batch_gpu < 1:
-            raise ValueError(f"batch_gpu must be >= 1, got {batch_gpu}")
         self.class_names = list(class_names or [])
         self.num_classes = len(self.class_names) if len(self.class_names) > 1 else 0
         self.mpp = mpp
@@ -119,7 +118,6 @@ class StyleGAN2(GANModule):
             self.augment_pipe = DiffAugment()
         self.register_buffer("pl_mean", torch.zeros(()))
         self.register_buffer("nimg", torch.zeros((), dtype=torch.float64))  # real images seen (all ranks)
-        self._chunks = 1
 
     # -- setup ----------------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
@@ -150,7 +148,7 @@ class StyleGAN2(GANModule):
             chunk: the chunk within this device's batch.
         """
         g = torch.Generator(device=self.device)
-        g.manual_seed(self.derived_seed(self._iteration, phase, self.global_rank * self._chunks + chunk) % 2**63)
+        g.manual_seed(self.derived_seed(self._iteration, phase, self.slot(chunk)) % 2**63)
         return g
 
     def fake_labels(self, n: int, real_labels: Tensor, gen: torch.Generator) -> Tensor | None:
@@ -188,14 +186,12 @@ class StyleGAN2(GANModule):
     # -- training -------------------------------------------------------------------------------------
     def _split(self, batch: dict[str, Any]) -> list[tuple[Tensor, Tensor]]:
         images, labels = batch["image"], batch["label"]
-        labels = labels if isinstance(labels, Tensor) else torch.as_tensor(labels)
-        size = self.hparams.batch_gpu or images.shape[0]
-        return [(images[i:i + size], labels[i:i + size].to(images.device)) for i in range(0, images.shape[0], size)]
+        labels = (labels if isinstance(labels, Tensor) else torch.as_tensor(labels)).to(images.device)
+        return [(c["image"], c["label"]) for c in self.chunks({"image": images, "label": labels})]
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         """G main, [G reg], D main, [D reg], then ADA, EMA and w_avg (see the module docstring)."""
         chunks = self._split(batch)
-        self._chunks = len(chunks)
         opt_g, opt_d = self.optimizers()
         it, n_chunks = self._iteration, len(chunks)
         reals_labels = [(x, c if self.num_classes else None) for x, c in chunks]
@@ -273,8 +269,7 @@ class StyleGAN2(GANModule):
 
     def _after_steps(self, batch_size: int, w_sums: list[tuple[Tensor, Tensor]], logs: dict[str, Tensor]) -> None:
         """ADA p, the images counter, the generator EMA and the tracked w averages, from all-reduced statistics."""
-        world = max(1, self.trainer.world_size if self._trainer is not None else 1)
-        global_batch = batch_size * world
+        global_batch = batch_size * self.world
         if self.ada is not None and self.augment_pipe is not None:
             if (self._iteration + 1) % self.aug_config.interval == 0:
                 for buf in (self.ada.sign_sum, self.ada.count):
@@ -297,25 +292,6 @@ class StyleGAN2(GANModule):
         if total is not None and self._trainer is not None and float(self.nimg) >= total * 1000:
             self.trainer.should_stop = True
 
-    def all_sum(self, x: Tensor) -> Tensor:
-        """``x`` summed over the DDP ranks (itself on one device).
-
-        Args:
-            x: a tensor of the same shape on every rank.
-        """
-        if self._trainer is None or self.trainer.world_size == 1:
-            return x
-        return self.trainer.strategy.reduce(x.clone(), reduce_op="sum")
-
-    def all_mean(self, x: Tensor) -> Tensor:
-        """``x`` averaged over the DDP ranks.
-
-        Args:
-            x: a tensor of the same shape on every rank.
-        """
-        world = 1 if self._trainer is None else self.trainer.world_size
-        return self.all_sum(x) / world
-
     # -- sampling and validation ----------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, seeds: list[int], label: int | None = None, psi: float = 1.0) -> Tensor:
@@ -329,7 +305,8 @@ class StyleGAN2(GANModule):
         G = self.inference_generator
         z = seed_z(seeds, G.z_dim)  # the seed rule of gan.style (generate, mix and export use it too)
         lab = None if not self.num_classes else torch.full((len(seeds),), int(label or 0), dtype=torch.long)
-        return G(z.to(self.device), None if lab is None else lab.to(self.device), psi=psi,
+        z = z.to(self.device, dtype=next(G.parameters()).dtype)  # float64 under precision 64-true
+        return G(z, None if lab is None else lab.to(self.device), psi=psi,
                  noise_mode="const").clamp(-1, 1)
 
     def sample_grid(self) -> Tensor:
@@ -350,9 +327,10 @@ class StyleGAN2(GANModule):
 
     def on_validation_epoch_start(self) -> None:
         """Start collecting real tiles per class for the diversity figure, and the SWD of this validation."""
-        self._val_real: dict[int, list[Tensor]] = {}
+        super().on_validation_epoch_start()
+        self._val_real: dict[int, list[tuple[int, Tensor]]] = {}  # class -> (position in the split, tile)
         self._swd_seen = 0
-        self._swd_class_seen: dict[int, int] = {}
+        self._val_counted = 0
         use = self.eval_config.swd_tiles > 0
         # fixed metrics, not submodules (kept out of checkpoints and of the trainable/frozen bookkeeping)
         object.__setattr__(self, "_swd", self._swd_metric() if use else None)
@@ -381,39 +359,61 @@ class StyleGAN2(GANModule):
         G = self.inference_generator
         z = seed_z(seeds, G.z_dim)  # the seed rule of gan.style (generate, mix and export use it too)
         lab = labels.to(self.device).long() if self.num_classes else None
-        return G(z.to(self.device), lab, noise_mode="const").clamp(-1, 1)
+        return G(z.to(self.device, dtype=next(G.parameters()).dtype), lab, noise_mode="const").clamp(-1, 1)
+
+    def _eval_indices(self, batch: dict[str, Any]) -> list[int]:
+        """Positions of the batch's tiles in the validation split (``eval_index`` of the project's evaluation loader;
+        a plain loader: counted per rank), so the tiles chosen and the fakes' seeds do not depend on the ranks."""
+        n = batch["image"].shape[0]
+        if EVAL_INDEX_KEY in batch:
+            idx = batch[EVAL_INDEX_KEY]
+            return [int(i) for i in (idx.tolist() if isinstance(idx, Tensor) else idx)]
+        start = self.global_rank * 10**5 + self._val_counted
+        self._val_counted += n
+        return list(range(start, start + n))
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        """Keep up to ``diversity_tiles`` real tiles of each class (no per-step collective)."""
+        """Keep the real tiles of the diversity figure and update the SWD (and PRDC) with the first ``swd_tiles``
+        tiles of the split, each beside the fake of seed ``10**6 + its position``; no per-step collective. A rank's
+        padding batch (fewer validation tiles than ranks) is skipped."""
+        if is_padding(batch):
+            return
         need = self.eval_config.diversity_tiles
         labels = batch["label"].tolist() if isinstance(batch["label"], Tensor) else list(batch["label"])
-        for img, k in zip(batch["image"], labels):
-            k = int(k) if self.num_classes else 0
-            kept = self._val_real.setdefault(k, [])
-            if len(kept) < need:
-                kept.append(img.detach().cpu())
-        take = min(batch["image"].shape[0], self.eval_config.swd_tiles - self._swd_seen)
-        if getattr(self, "_swd", None) is not None and take > 0:
-            real = batch["image"][:take]
-            lab = torch.as_tensor(labels[:take], device=self.device).long()
-            start = 10**6 + self.global_rank * 10**5 + self._swd_seen  # the same tiles at every validation
-            fake = self.fakes_like(lab, list(range(start, start + take)))
-            self._swd.update(real, real=True, labels=lab if self.num_classes else None)
-            self._swd.update(fake, real=False, labels=lab if self.num_classes else None)
-            if self._prdc is not None:
-                self._prdc.update(real, real=True, labels=lab if self.num_classes else None)
-                self._prdc.update(fake, real=False, labels=lab if self.num_classes else None)
-            # the floor: every other real tile of each class against the rest of that class
-            keys = lab.tolist() if self.num_classes else [0] * take
-            side = []
-            for k in keys:
-                side.append(self._swd_class_seen.get(k, 0) % 2)
-                self._swd_class_seen[k] = self._swd_class_seen.get(k, 0) + 1
-            odd = torch.tensor(side, dtype=torch.bool, device=real.device)
-            for part, is_real in ((~odd, True), (odd, False)):
-                if bool(part.any()):
-                    self._swd_floor.update(real[part], real=is_real, labels=lab[part] if self.num_classes else None)
-            self._swd_seen += take
+        index = self._eval_indices(batch)
+        for img, k, i in zip(batch["image"], labels, index):
+            kept = self._val_real.setdefault(int(k) if self.num_classes else 0, [])
+            if len(kept) < need:  # this rank's first tiles of the class: they include the split's first ones
+                kept.append((i, img.detach().cpu()))
+        take = torch.tensor([i < self.eval_config.swd_tiles for i in index], dtype=torch.bool)
+        if getattr(self, "_swd", None) is None or not bool(take.any()):
+            return
+        real = batch["image"][take.to(batch["image"].device)]
+        chosen = [i for i, t in zip(index, take.tolist()) if t]
+        lab = torch.as_tensor([k for k, t in zip(labels, take.tolist()) if t], device=self.device).long()
+        lab_or_none = lab if self.num_classes else None
+        fake = self.fakes_like(lab, [10**6 + i for i in chosen])  # the same tiles at every validation
+        self._swd.update(real, real=True, labels=lab_or_none)
+        self._swd.update(fake, real=False, labels=lab_or_none)
+        if self._prdc is not None:
+            self._prdc.update(real, real=True, labels=lab_or_none)
+            self._prdc.update(fake, real=False, labels=lab_or_none)
+        # the floor: the real tiles at even positions of the split against those at odd ones, per class
+        odd = torch.tensor([i % 2 == 1 for i in chosen], dtype=torch.bool, device=real.device)
+        for part, is_real in ((~odd, True), (odd, False)):
+            if bool(part.any()):
+                self._swd_floor.update(real[part], real=is_real, labels=lab[part] if self.num_classes else None)
+        self._swd_seen += len(chosen)
+
+    def _diversity_reals(self) -> dict[int, list[Tensor]]:
+        """The split's first ``diversity_tiles`` real tiles of each class, gathered from every rank (every rank
+        calls this)."""
+        merged: dict[int, list[tuple[int, Tensor]]] = {}
+        for kept in self.all_gather_objects(self._val_real):
+            for k, items in kept.items():
+                merged.setdefault(int(k), []).extend(items)
+        need = self.eval_config.diversity_tiles
+        return {k: [t for _, t in sorted(items, key=lambda it: it[0])[:need]] for k, items in merged.items()}
 
     def on_validation_epoch_end(self) -> None:
         """Per-class diversity (mean pairwise LPIPS) of generated tiles beside the real tiles', with a warning when
@@ -421,7 +421,9 @@ class StyleGAN2(GANModule):
         if getattr(self, "_lpips", None) is None:
             from gan.losses import LPIPSLoss
 
-            lpips = LPIPSLoss(pretrained=self.eval_config.lpips_pretrained, reduction="none").eval()
+            with torch.random.fork_rng(devices=[]):  # random heads (no weights file): the same on every rank and run
+                torch.manual_seed(0)
+                lpips = LPIPSLoss(pretrained=self.eval_config.lpips_pretrained, reduction="none").eval()
             if not self.eval_config.lpips_pretrained:  # random heads: keep them non-negative, as LPIPS's own are,
                 for p in lpips.lpips.lins.parameters():  # so the random distance stays a distance
                     p.data.abs_()
@@ -430,10 +432,11 @@ class StyleGAN2(GANModule):
         n = self.eval_config.diversity_tiles
         values: dict[str, Tensor] = {}
         gaps: list[Tensor] = []
+        reals = self._diversity_reals()
         for k in range(max(1, self.num_classes)):
             name = self.class_names[k] if self.num_classes else "all"
             fake = self.sample(list(range(1000, 1000 + n)), label=k)
-            real = self._val_real.get(k, [])
+            real = reals.get(k, [])
             d_fake = mean_pairwise(lpips, fake)
             values[f"val/diversity_{name}"] = d_fake
             if len(real) >= 2:
@@ -447,8 +450,8 @@ class StyleGAN2(GANModule):
         if gaps:  # 0 when every class is at least as diverse as its real tiles: a sweep's collapse alarm
             values["val/diversity_gap"] = torch.stack(gaps).mean()
         self.log_dict({k: v.float() for k, v in values.items()})
-        short = self.all_sum(torch.tensor(float(self._swd_seen < 2), device=self.device))  # the same on every rank
-        if getattr(self, "_swd", None) is not None and float(short) == 0:  # compute() syncs: every rank or none
+        seen = self.all_sum(torch.tensor(float(self._swd_seen), device=self.device))  # the same on every rank
+        if getattr(self, "_swd", None) is not None and float(seen) >= 2:  # compute() syncs: every rank or none
             scores = {**self._swd.compute().scalars("val/swd"), **self._swd_floor.compute().scalars("val/swd_floor")}
             if self._prdc is not None:
                 scores.update(self._prdc.compute().scalars("val/prdc/"))

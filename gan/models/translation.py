@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from data.batches import is_padding
 from data.intensity import WindowParams, from_unit
 from gan.inference import Mode, translate_volume
 from gan.metrics.volume_evaluation import VolumeEvaluation, copy_baseline, fid_extractor, mean_baseline
@@ -67,12 +68,13 @@ class TranslationModule(GANModule):
         evaluation: whole-volume inference and evaluation settings.
         channels_last: keep networks and inputs in channels-last memory format (NHWC / NDHWC), faster for
             convolutions on recent GPUs, especially with bf16; results differ by round-off only.
+        batch_gpu: samples per chunk of a device's batch (see :class:`~gan.models.base.GANModule`; None: one chunk).
         seed: seed of every random draw of training (see :class:`~gan.models.base.GANModule`).
     """
 
     def __init__(self, *, source: str, target: str, mode: Mode, slices: int, evaluation: VolumeEvalConfig | dict,
-                 channels_last: bool, seed: int) -> None:
-        super().__init__(seed=seed)
+                 channels_last: bool, seed: int, batch_gpu: int | None = None) -> None:
+        super().__init__(seed=seed, batch_gpu=batch_gpu)
         self.save_hyperparameters()  # the subclass's arguments too (Lightning collects every __init__ frame)
         evaluation = self.group("evaluation", evaluation)
         if source == target:
@@ -99,10 +101,14 @@ class TranslationModule(GANModule):
             stage: VolumeEvaluation(protocol=evaluation.protocol, data_range=self.eval_window,
                                     fid_max_slices=evaluation.fid_max_slices, extractor=extractor)
             for stage in ("val", "test")})
-        self.pools: dict[str, ImagePool] = {}  # the family's image pools, by name (see add_pool)
-        # running sum and count of the training target inside the body (physical units): the "mean" baseline
+        self.pool_sizes: dict[str, int] = {}  # the family's image pools, by name (see add_pool)
+        self.pools: dict[str, dict[int, ImagePool]] = {}  # name -> global chunk (slot) -> pool
+        self._stored_pools: dict[str, dict[int, Any]] = {}  # pools from a checkpoint, taken up when first used
+        # running sum and count of the training target inside the body (physical units): the "mean" baseline,
+        # the same on every rank (each rank's new sums wait in _target_pending until the next sync point)
         self.register_buffer("target_sum", torch.zeros((), dtype=torch.float64))
         self.register_buffer("target_count", torch.zeros((), dtype=torch.float64))
+        self._target_pending = torch.zeros(2, dtype=torch.float64)
 
     # -- memory format ------------------------------------------------------------------------------
     @property
@@ -128,35 +134,84 @@ class TranslationModule(GANModule):
             self.to(memory_format=self.memory_format)
 
     def setup(self, stage: str) -> None:
-        """Lightning hook: seed each rank's image pools before training, put the networks in the memory format."""
-        if stage == "fit" and self.global_rank:
-            for i, pool in enumerate(self.pools.values()):
-                pool.reseed(self.seed + i + 1000 * self.global_rank)
+        """Lightning hook: check the strategy, put the networks in the memory format."""
+        super().setup(stage)
         self.apply_memory_format()
 
     # -- image pools --------------------------------------------------------------------------------
-    def add_pool(self, name: str, size: int) -> ImagePool:
-        """A history of past fakes for the discriminator, saved in checkpoints; pool ``i`` (in the order added) of
-        rank ``r`` is seeded with ``seed + i + 1000 r``.
+    def add_pool(self, name: str, size: int) -> None:
+        """Declare a history of past fakes for the discriminator (see :meth:`pool`).
 
         Args:
             name: the pool's name in checkpoints.
-            size: capacity (0: fakes pass through).
+            size: capacity per global chunk (0: fakes pass through).
         """
-        pool = ImagePool(size, seed=self.seed + len(self.pools))
-        self.pools[name] = pool
-        return pool
+        if size < 0:
+            raise ValueError(f"pool size must be >= 0, got {size}")
+        self.pool_sizes[name] = int(size)
+        self.pools[name] = {}
+
+    def pool(self, name: str, chunk: int = 0) -> ImagePool:
+        """The image pool ``name`` of this rank's chunk ``chunk``: one pool per global chunk (slot ``s``), seeded
+        with ``seed + i + 1000 s`` for the ``i``-th pool declared, so N ranks hold exactly the pools one process
+        accumulating the same chunks holds; all slots travel in checkpoints.
+
+        Args:
+            name: the pool's name.
+            chunk: the chunk within this device's batch.
+        """
+        slot = self.slot(chunk)
+        pools = self.pools[name]
+        if slot not in pools:
+            index = list(self.pool_sizes).index(name)
+            pools[slot] = ImagePool(self.pool_sizes[name], seed=self.seed + index + 1000 * slot)
+            stored = self._stored_pools.get(name, {}).get(slot)
+            if stored is not None:
+                pools[slot].load_state_dict(stored)
+        return pools[slot]
 
     def extra_state(self) -> dict[str, Any]:
-        """The image pools (contents and generators)."""
-        return {"image_pools": {k: p.state_dict() for k, p in self.pools.items()}}
+        """The image pools of every global chunk (contents and generators), gathered from all ranks."""
+        mine = {name: {slot: p.state_dict() for slot, p in pools.items()} for name, pools in self.pools.items()}
+        merged: dict[str, dict[int, Any]] = {name: dict(self._stored_pools.get(name, {})) for name in self.pools}
+        for rank_pools in self.all_gather_objects(mine):
+            for name, slots in rank_pools.items():
+                merged.setdefault(name, {}).update(slots)
+        return {"image_pools": merged}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        """Restore the image pools."""
+        """Restore the image pools (each rank takes up its slots when it first uses them)."""
         stored = state.get("image_pools", {})
-        for key, pool in self.pools.items():
-            if key in stored:
-                pool.load_state_dict(stored[key])
+        self._stored_pools = {}
+        for name, value in stored.items():
+            if isinstance(value, dict) and "images" in value:  # before per-chunk pools: one pool, slot 0
+                value = {0: value}
+            self._stored_pools[name] = {int(k): v for k, v in value.items()}
+        self.pools = {name: {} for name in self.pool_sizes}
+
+    # -- synchronised sums --------------------------------------------------------------------------
+    def flush_target_sums(self) -> None:
+        """Add every rank's pending target sums into ``target_sum``/``target_count`` (all-reduced: the same on every
+        rank). Called at the sync points, on every rank: before evaluation and checkpoints."""
+        pending = self._target_pending.to(self.target_sum.device)
+        total = self.all_sum(pending)
+        self.target_sum += total[0]
+        self.target_count += total[1]
+        self._target_pending = torch.zeros_like(pending)
+
+    def on_validation_epoch_start(self) -> None:
+        """Lightning hook (every rank): sync normalisation statistics and the baseline's target sums."""
+        super().on_validation_epoch_start()
+        self.flush_target_sums()
+
+    def on_test_epoch_start(self) -> None:
+        """Lightning hook (every rank): the baseline's target sums are complete before testing."""
+        self.flush_target_sums()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Flush the target sums (every rank) before the base class stores the rest."""
+        self.flush_target_sums()
+        super().on_save_checkpoint(checkpoint)
 
     # -- batches ------------------------------------------------------------------------------------
     def check_channels(self, x: torch.Tensor, key: str) -> None:
@@ -198,8 +253,9 @@ class TranslationModule(GANModule):
             m = m.expand_as(y)
         phys = from_unit(y.reshape(n, -1).double(), window_columns(window, n, y.device))
         mf = m.reshape(n, -1).to(torch.float64)
-        self.target_sum += (phys * mf).sum()
-        self.target_count += mf.sum()
+        if self._target_pending.device != y.device:
+            self._target_pending = self._target_pending.to(y.device)
+        self._target_pending += torch.stack([(phys * mf).sum(), mf.sum()])
 
     # -- inference ----------------------------------------------------------------------------------
     @property
@@ -263,14 +319,19 @@ class TranslationModule(GANModule):
                 "target": target, "mask": mask, "lesion": lesion, "patient": batch.get("patient", ["?"])[0]}
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any] | None:
-        """Score one held-out volume; the first batch returns its panel volumes (for the sample-panel callback)."""
+        """Score one held-out volume; the first batch returns its panel volumes (for the sample-panel callback).
+        A rank's padding batch (fewer held-out patients than ranks) is skipped."""
+        if is_padding(batch):
+            return None
         out = self.evaluate(batch, "val")
         if batch_idx != 0:
             return None
         return {"panel": {k: v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v for k, v in out.items()}}
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        """Score one test volume."""
+        """Score one test volume (a padding batch is skipped)."""
+        if is_padding(batch):
+            return
         self.evaluate(batch, "test")
 
     def log_evaluation(self, stage: str) -> None:

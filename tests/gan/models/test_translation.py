@@ -105,6 +105,7 @@ def test_target_mean_accumulates_per_sample_windows():
         model.target_sum.zero_()
         model.target_count.zero_()
         model.track_target(y, body, {"low": low, "high": high, "log": log})
+        model.flush_target_sums()  # the sync point (before evaluation and checkpoints) adds the pending sums
         total, count = 0.0, 0
         for i in range(3):
             lo, hi = float(low[i]), float(high[i])
