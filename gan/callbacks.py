@@ -384,6 +384,45 @@ def metrics_json_for(checkpoint: str | Path) -> Path:
     return Path(c[: -len(".ckpt")] + ".metrics.json" if c.endswith(".ckpt") else c + ".metrics.json")
 
 
-__all__ = ["BASELINE_NAMES", "CheckpointWithMetrics", "EpochSummary", "SampleGrids", "SamplePanels", "TestReport",
-           "display",
+__all__ = ["BASELINE_NAMES", "CheckpointWithMetrics", "CompileNets", "EpochSummary", "SampleGrids", "SamplePanels",
+           "TestReport", "display",
            "format_epoch_line", "metrics_json_for", "metrics_table", "panel", "panel_slice", "run_dir"]
+
+
+class CompileNets(Callback):
+    """``torch.compile`` the module's training networks (generators and discriminators) in place before fitting.
+
+    ``nn.Module.compile`` keeps parameter names, so checkpoints, EMA and resume are unchanged; inference copies (the
+    EMA) stay eager. StyleGAN2 with R1 or path length is refused (double backward is not supported by compile).
+    Add it under ``trainer.callbacks`` (see the README, precision and speed).
+
+    Args:
+        backend: the torch.compile backend (``inductor``; ``aot_eager`` compiles the graph without generating code).
+        mode: the inductor mode (None, ``reduce-overhead``, ``max-autotune``).
+        dynamic: allow dynamic shapes (False: recompile per new shape, faster steps).
+    """
+
+    NETWORKS = ("generator", "generator_ba", "discriminator", "discriminator_a", "discriminator_b")
+
+    def __init__(self, backend: str = "inductor", mode: str | None = None, dynamic: bool = False) -> None:
+        self.backend, self.mode, self.dynamic = backend, mode, dynamic
+        self.compiled: list[str] = []
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Compile each training network the module has (once)."""
+        if stage != "fit" or self.compiled:
+            return
+        reg = getattr(pl_module, "reg", None)
+        if reg is not None and (reg.r1_gamma > 0 or reg.pl_weight > 0):
+            raise ValueError("CompileNets: StyleGAN2's R1 and path-length penalties need double backward, which "
+                             "torch.compile (aot_autograd) does not support; drop the callback or set "
+                             "regularization.r1_gamma and pl_weight to 0")
+        for name in self.NETWORKS:
+            net = getattr(pl_module, name, None)
+            if net is None:
+                continue
+            # StyleGAN2's module calls the generator's mapping and synthesis networks one by one
+            parts = [(f"{name}.{p}", getattr(net, p)) for p in ("mapping", "synthesis") if hasattr(net, p)]
+            for label, part in parts or [(name, net)]:
+                part.compile(backend=self.backend, mode=self.mode, dynamic=self.dynamic)
+                self.compiled.append(label)
