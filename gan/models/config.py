@@ -205,9 +205,10 @@ class TileEvalConfig:
             (the conditional mode collapse that users of the reference report).
         lpips_pretrained: LPIPS with its pretrained AlexNet (a local file or the torch hub cache); False uses a
             seeded random network (smoke runs only: such figures compare with nothing).
-        swd_tiles: most validation tiles (per rank) for the per-class sliced Wasserstein distance, scored against
-            as many generated tiles of the same classes; half of them against the other half give the floor
-            (``val/swd_floor``); 0 turns it off.
+        swd_tiles: the first ``swd_tiles`` tiles of the validation split (whichever ranks hold them) for the
+            per-class sliced Wasserstein distance, scored against as many generated tiles of the same classes (seeded
+            by position); two hashed halves of them against each other give the floor (``val/swd_floor``); 0 turns
+            it off.
         swd_patches: patches per tile and pyramid level of the SWD.
         swd_projections: random directions per level of the SWD.
         prdc_extractor: feature network for per-class precision/recall/density/coverage of the same tiles

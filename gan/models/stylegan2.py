@@ -398,8 +398,9 @@ class StyleGAN2(GANModule):
         if self._prdc is not None:
             self._prdc.update(real, real=True, labels=lab_or_none)
             self._prdc.update(fake, real=False, labels=lab_or_none)
-        # the floor: the real tiles at even positions of the split against those at odd ones, per class
-        odd = torch.tensor([i % 2 == 1 for i in chosen], dtype=torch.bool, device=real.device)
+        # the floor: the real tiles against each other, per class, in two halves drawn by a hash of their position
+        # (not its parity, which a split ordered by class would align with the labels)
+        odd = torch.tensor([_half(i) for i in chosen], dtype=torch.bool, device=real.device)
         for part, is_real in ((~odd, True), (odd, False)):
             if bool(part.any()):
                 self._swd_floor.update(real[part], real=is_real, labels=lab[part] if self.num_classes else None)
@@ -462,6 +463,11 @@ class StyleGAN2(GANModule):
         """Family and layout, plus what generation records about the tiles."""
         return {**super().checkpoint_meta(), "class_names": list(self.class_names), "mpp": self.mpp,
                 "tile_size": int(self.hparams.resolution)}
+
+
+def _half(position: int) -> bool:
+    """Which half of the SWD floor the real tile at ``position`` of the split joins (Knuth's multiplicative hash)."""
+    return bool(((int(position) * 2654435761) & 0xFFFFFFFF) >> 31)
 
 
 @torch.no_grad()

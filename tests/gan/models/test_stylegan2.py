@@ -137,8 +137,8 @@ def test_validation_scores_swd_per_class_beside_the_real_floor(tmp_path):
     per-class SWD of the fakes must exceed the floor, for each class."""
     torch.manual_seed(0)
     m = StyleGAN2(**TINY)
-    trainer = cpu_trainer(tmp_path, limit_train_batches=1, limit_val_batches=4)
-    trainer.fit(m, _loader(), _loader(32, 8))
+    trainer = cpu_trainer(tmp_path, limit_train_batches=1, limit_val_batches=8)
+    trainer.fit(m, _loader(), _loader(64, 8))
     logged = trainer.callback_metrics
     for key in ("val/swd", "val/swd_floor", "val/swd/red", "val/swd/blue", "val/swd/32px", "val/swd/16px"):
         assert key in logged and torch.isfinite(logged[key]), key
