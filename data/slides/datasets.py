@@ -108,9 +108,10 @@ class _LabelledTiles(Dataset):
 
     def _pixels(self, img: Image.Image, index: int, epoch: int) -> dict[str, Any]:
         """``image`` (float32 in [-1, 1], augmented) or, in uint8 mode, raw ``image`` plus its augmentation ``seed``."""
+        planes = _rgb_planes(img)
         if self.uint8:
-            return {"image": image_to_uint8(img), "seed": self.item_seed(index, epoch)}
-        image = image_to_tensor(img)
+            return {"image": torch.from_numpy(planes), "seed": self.item_seed(index, epoch)}
+        image = image_to_tensor(planes.transpose(1, 2, 0))  # an (H, W, 3) view: no copy back to channels-last
         if isinstance(self.transform, TileAugment):
             image = self.transform(image, generator=torch.Generator().manual_seed(self.item_seed(index, epoch)))
         elif self.transform is not None:
@@ -383,6 +384,25 @@ class TileFolderDataset(_LabelledTiles):
             "downsample": 1.0,
             "resize_filter": filt,
         }
+
+
+def _rgb_planes(img: Image.Image) -> np.ndarray:
+    """The R, G and B planes of an RGB or opaque RGBA image as a (3, H, W) uint8 array (alpha dropped).
+
+    The same values as :func:`data.slides.grid.image_to_uint8`, in half the time: PIL extracts each channel plane
+    in C (``tobytes("raw", band)``), where numpy would copy the interleaved pixels and then transpose them.
+    Other modes go through ``image_to_uint8`` (which refuses what is not 3 or 4 uint8 channels).
+
+    Args:
+        img: the tile.
+    """
+    if img.mode not in ("RGB", "RGBA"):
+        return image_to_uint8(img).numpy()
+    w, h = img.size
+    out = np.empty((3, h, w), dtype=np.uint8)
+    for i, band in enumerate("RGB"):
+        out[i] = np.frombuffer(img.tobytes("raw", band), dtype=np.uint8).reshape(h, w)
+    return out
 
 
 def _images_in(folder: Path) -> list[Path]:
