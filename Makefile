@@ -36,8 +36,12 @@ lint: setup
 test: lint
 	$(PY) -m pytest -q -p no:cacheprovider
 
+# one table of ratios against baselines measured in the same run, also in benchmarks/results/bench.json;
+# `--quick` (the default here) keeps it to a few minutes on 2 CPU cores: `make bench BENCH_ARGS=` for the full sizes,
+# `make bench BENCH_ARGS="--quick --only tiles ddp"` for some
+BENCH_ARGS ?= --quick
 bench: setup
-	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(DEMO_DIR) wandb lightning_logs .pytest_cache

@@ -22,12 +22,15 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
+import harness
 import numpy as np
 import torch
 
 from gan.metrics.features import FIDInceptionV3, FIDProtocol, extract_features
+
+QUICK = ["--images", "32", "--batch", "16"]  # run_all.py --quick
 
 
 def _images(n: int, size: int, seed: int) -> torch.Tensor:
@@ -71,13 +74,7 @@ def _timed(
     return best, out
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
-    """Run the benchmark, print a table and return images/s per row.
-
-    Args:
-        argv: command-line arguments (``--images``, ``--size``, ``--batch``, ``--device``, ``--weights``,
-            ``--repeats``, ``--threads``, ``--seed``); defaults to ``sys.argv[1:]``.
-    """
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--size", type=int, default=128, help="edge of the generated images (resized to 299)")
@@ -87,14 +84,34 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per row (best is kept)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    return parser
 
+
+OURS = "medsynth extract_features, in memory"
+FILES = "pytorch-fid get_activations (PNG files)"
+MEMORY = "pytorch-fid model, in memory"
+
+
+def measure(args: argparse.Namespace) -> tuple[dict[str, float], float, str]:
+    """(images/s per row, max |features ours - pytorch-fid|, device description).
+
+    Args:
+        args: the parsed command line.
+    """
+    threads = torch.get_num_threads()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    try:
+        return _measure(args)
+    finally:
+        torch.set_num_threads(threads)  # run_all.py runs the other benchmarks in this process
+
+
+def _measure(args: argparse.Namespace) -> tuple[dict[str, float], float, str]:
     import pytorch_fid.fid_score as fid_score
     import pytorch_fid.inception as fid_inception
     from PIL import Image
 
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)  # fmt: skip
     images = _images(args.images, args.size, args.seed)
@@ -114,9 +131,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         def local_weights(*args: object, **kwargs: object) -> dict:
             return torch.load(weights, map_location="cpu", weights_only=True)
 
+        saved = fid_inception.load_state_dict_from_url, fid_score.tqdm
         fid_inception.load_state_dict_from_url = local_weights
         fid_score.tqdm = lambda x: x  # keep the output to the table
-        theirs = fid_inception.InceptionV3([3]).to(device).eval()
+        try:
+            theirs = fid_inception.InceptionV3([3]).to(device).eval()
+        finally:
+            fid_inception.load_state_dict_from_url = saved[0]
 
         files = []
         for i, img in enumerate(images):
@@ -139,28 +160,53 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             todo = batches[: -(-k // args.batch)]
             return torch.cat([extract_features(b, ours, FIDProtocol.PYTORCH_FID).cpu() for b in todo]).numpy()
 
-        rows = {}
+        rates = {}
         feats = {}
-        for name, fn in (
-            ("pytorch-fid get_activations (PNG files)", pytorch_fid_files),
-            ("pytorch-fid model, in memory", pytorch_fid_memory),
-            ("medsynth extract_features, in memory", medsynth_memory),
-        ):
-            seconds, feats[name] = _timed(fn, args.images, min(args.batch, args.images), device, args.repeats)
-            rows[name] = args.images / seconds
+        try:
+            for name, fn in ((FILES, pytorch_fid_files), (MEMORY, pytorch_fid_memory), (OURS, medsynth_memory)):
+                seconds, feats[name] = _timed(fn, args.images, min(args.batch, args.images), device, args.repeats)
+                rates[name] = args.images / seconds
+        finally:
+            fid_score.tqdm = saved[1]
 
-    ours_rate = rows["medsynth extract_features, in memory"]
-    diff = float(np.abs(feats["medsynth extract_features, in memory"]
-                        - feats["pytorch-fid get_activations (PNG files)"]).max())  # fmt: skip
+    diff = float(np.abs(feats[OURS] - feats[FILES]).max())
     hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
-    print(f"device {device} ({hardware}), "
-          f"{args.images} images {args.size}x{args.size} -> 299, batch {args.batch}, "
-          f"weights {'given file' if args.weights else 'random (seeded)'}")  # fmt: skip
+    return rates, diff, f"{device} ({hardware})"
+
+
+def rows(quick: bool = False, argv: list[str] | None = None) -> list[dict[str, Any]]:
+    """Result rows for ``run_all.py``: ours against each pytorch-fid baseline.
+
+    Args:
+        quick: fewer images.
+        argv: further command-line arguments.
+    """
+    args = _parser().parse_args((QUICK if quick else []) + list(argv or []))
+    rates, diff, device = measure(args)
+    detail = (f"{args.images} images {args.size}px -> 299, batch {args.batch}, {device}, weights "
+              f"{'given file' if args.weights else 'random (seeded)'}; max |features ours - pytorch-fid| {diff:.1e}")
+    return [harness.row("fid_features", "medsynth extract_features, in memory", baseline_name=base,
+                        baseline=rates[base], result=rates[OURS], unit="img/s", target=1.0, detail=detail,
+                        max_feature_diff=diff)
+            for base in (FILES, MEMORY)]
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    """Run the benchmark, print a table and return images/s per row.
+
+    Args:
+        argv: command-line arguments (``--images``, ``--size``, ``--batch``, ``--device``, ``--weights``,
+            ``--repeats``, ``--threads``, ``--seed``); defaults to ``sys.argv[1:]``.
+    """
+    args = _parser().parse_args(argv)
+    rates, diff, device = measure(args)
+    print(f"device {device}, {args.images} images {args.size}x{args.size} -> 299, batch {args.batch}, "
+          f"weights {'given file' if args.weights else 'random (seeded)'}")
     print(f"{'row':44s} {'images/s':>10s} {'ours / row':>11s}")
-    for name, rate in rows.items():
-        print(f"{name:44s} {rate:10.2f} {ours_rate / rate:11.2f}")
+    for name, rate in rates.items():
+        print(f"{name:44s} {rate:10.2f} {rates[OURS] / rate:11.2f}")
     print(f"max |features ours - pytorch-fid| = {diff:.2e}")
-    return rows
+    return rates
 
 
 if __name__ == "__main__":

@@ -23,13 +23,17 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
+import harness
 import torch
 import torch.nn.functional as F
 
 from gan.augment import AdaptiveAugment, DiffAugment, affine_resample
 from gan.losses.regularizers import d_logistic_fake, d_logistic_real, g_nonsaturating
 from gan.nets.stylegan2 import Discriminator, Generator, modulated_conv2d
+
+QUICK = ["--sizes", "64", "--channel-base", "4096", "--repeats", "2"]  # run_all.py --quick
 
 
 def timed(fn: Callable[[], object], *, repeats: int, device: torch.device) -> float:
@@ -78,9 +82,10 @@ def _modconv_row(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, *,
     return base, fused, unfused
 
 
-def bench_modconv(args: argparse.Namespace, device: torch.device) -> None:
-    """Section 1."""
+def bench_modconv(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
+    """Section 1; returns its rows."""
     print("\n-- modulated convolution, forward + backward (ms per call; ratio = loop time / time)")
+    out = []
     for channels, size in ((512, 16), (128, 64)):
         x = torch.randn(args.batch, channels, size, size, device=device, requires_grad=True)
         weight = torch.randn(channels, channels, 3, 3, device=device, requires_grad=True)
@@ -88,10 +93,16 @@ def bench_modconv(args: argparse.Namespace, device: torch.device) -> None:
         base, fused, unfused = _modconv_row(x, weight, styles, repeats=args.repeats, device=device)
         print(f"  {channels:4d} ch {size:3d}^2 batch {args.batch}: loop {base * 1e3:8.1f}  fused {fused * 1e3:8.1f} "
               f"({base / fused:4.2f}x)  unfused {unfused * 1e3:8.1f} ({base / unfused:4.2f}x)")
+        for name, t in (("scale-conv-scale (default)", unfused), ("grouped conv", fused)):
+            out.append(harness.row(
+                "stylegan2_nets", f"modconv fwd+bwd {name}, {channels} ch {size}^2",
+                baseline_name="per-sample F.conv2d loop", baseline=args.batch / base, result=args.batch / t,
+                unit="img/s", detail=f"batch {args.batch}, median of {args.repeats}, {device}"))
+    return out
 
 
-def bench_training(args: argparse.Namespace, device: torch.device, size: int) -> float:
-    """Section 2 and 3 at one resolution; returns the seconds of one D pass (for section 4's fractions)."""
+def bench_training(args: argparse.Namespace, device: torch.device, size: int) -> tuple[float, list[dict[str, Any]]]:
+    """Section 2 and 3 at one resolution; returns the seconds of one D pass (for section 4) and the rows."""
     torch.manual_seed(0)
     G = Generator(resolution=size, channel_base=args.channel_base).to(device)
     D = Discriminator(resolution=size, channel_base=args.channel_base).to(device)
@@ -123,20 +134,33 @@ def bench_training(args: argparse.Namespace, device: torch.device, size: int) ->
     print(f"  training ratio fused / unfused (speed): {ratio:4.2f}x")
     G.eval()
     z = torch.randn(args.batch, G.z_dim, device=device, generator=gen)
+    infer = {}
     for fused in (False, True):
         with torch.no_grad():
-            t = timed(lambda f=fused: G(z, fused=f), repeats=args.repeats, device=device)
-        print(f"  inference {'fused  ' if fused else 'unfused'}: {args.batch / t:7.2f} tiles/s")
-    return results[False][1]
+            infer[fused] = timed(lambda f=fused: G(z, fused=f), repeats=args.repeats, device=device)
+        print(f"  inference {'fused  ' if fused else 'unfused'}: {args.batch / infer[fused]:7.2f} tiles/s")
+    setting = (f"{size}px, channel_base {args.channel_base} (G {n_params[0]:,} / D {n_params[1]:,} parameters), "
+               f"batch {args.batch}, median of {args.repeats}, {device}")
+    rows = [
+        harness.row("stylegan2_nets", f"G+D training pass {size}px, scale-conv-scale (default)",
+                    baseline_name="grouped conv", baseline=args.batch / sum(results[True]),
+                    result=args.batch / sum(results[False]), unit="img/s", detail=setting),
+        harness.row("stylegan2_nets", f"G inference {size}px, scale-conv-scale (default)",
+                    baseline_name="grouped conv", baseline=args.batch / infer[True], result=args.batch / infer[False],
+                    unit="tiles/s", detail=setting),
+    ]
+    return results[False][1], rows
 
 
-def bench_augment(args: argparse.Namespace, device: torch.device, size: int, d_pass_s: float) -> None:
-    """Section 4 at one resolution."""
+def bench_augment(args: argparse.Namespace, device: torch.device, size: int,
+                  d_pass_s: float) -> list[dict[str, Any]]:
+    """Section 4 at one resolution; returns its rows."""
     x = (torch.rand(args.batch, 3, size, size, device=device) * 2 - 1).requires_grad_(True)
     ada = AdaptiveAugment(p=1.0).to(device)
     params = ada.sample_params(args.batch, height=size, width=size, generator=torch.Generator().manual_seed(0))
     inv = params.geometric
 
+    rows: list[dict[str, Any]] = []
     print(f"\n-- augmentation at {size}^2, batch {args.batch}, forward + backward (ms)")
     own_geo = timed(_fwd_bwd(lambda: affine_resample(x, inv)), repeats=args.repeats, device=device)
     colour_only = AdaptiveAugment(p=1.0, xflip=0.0, rotate90=0.0, xint=0.0, scale=0.0, rotate=0.0, aniso=0.0,
@@ -166,6 +190,13 @@ def bench_augment(args: argparse.Namespace, device: torch.device, size: int, d_p
             return kornia.enhance.adjust_saturation(y, s) * 2 - 1
 
         k_col = timed(_fwd_bwd(k_colour), repeats=args.repeats, device=device)
+        setting = f"{size}^2, batch {args.batch}, forward + backward, median of {args.repeats}, {device}"
+        rows += [harness.row("stylegan2_nets", f"augment resampling {size}px (affine_resample)",
+                             baseline_name="kornia warp_affine", baseline=args.batch / k_geo,
+                             result=args.batch / own_geo, unit="img/s", detail=setting),
+                 harness.row("stylegan2_nets", f"augment colour {size}px (ADA colour matrix)",
+                             baseline_name="kornia.enhance", baseline=args.batch / k_col,
+                             result=args.batch / own_col, unit="img/s", detail=setting)]
         print(f"  resampling: own {own_geo * 1e3:7.1f}  kornia warp_affine {k_geo * 1e3:7.1f}  "
               f"(own is {k_geo / own_geo:4.2f}x kornia's speed)")
         print(f"  colour:     own {own_col * 1e3:7.1f}  kornia.enhance     {k_col * 1e3:7.1f}  "
@@ -177,9 +208,15 @@ def bench_augment(args: argparse.Namespace, device: torch.device, size: int, d_p
     t_diff = timed(_fwd_bwd(lambda: DiffAugment()(x, generator=gen)), repeats=args.repeats, device=device)
     print(f"  ADA p=1 pipeline {t_ada * 1e3:7.1f} ms ({t_ada / d_pass_s:5.1%} of a D pass), "
           f"DiffAugment {t_diff * 1e3:7.1f} ms ({t_diff / d_pass_s:5.1%})")
+    for name, t in (("ADA p=1", t_ada), ("DiffAugment", t_diff)):
+        rows.append(harness.row(
+            "stylegan2_nets", f"D pass + {name} augmentation {size}px", baseline_name="D pass, no augmentation",
+            baseline=args.batch / d_pass_s, result=args.batch / (d_pass_s + t), unit="img/s",
+            detail=f"the pipeline costs {t / d_pass_s:.1%} of a D pass (fwd + bwd, batch {args.batch})"))
+    return rows
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--batch", type=int, default=4)
@@ -187,15 +224,38 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--channel-base", type=int, default=16384)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    print(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} CPU threads")
-    bench_modconv(args, device)
-    for size in args.sizes:
-        d_pass_s = bench_training(args, device, size)
-        bench_augment(args, device, size, d_pass_s)
+    try:
+        device = torch.device(args.device)
+        print(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} CPU threads")
+        out = bench_modconv(args, device)
+        for size in args.sizes:
+            d_pass_s, got = bench_training(args, device, size)
+            out += got + bench_augment(args, device, size, d_pass_s)
+        return out
+    finally:
+        torch.set_num_threads(threads)  # run_all.py runs the other benchmarks in this process
+
+
+def rows(quick: bool = False, argv: list[str] | None = None) -> list[dict[str, Any]]:
+    """Result rows for ``run_all.py`` (``quick``: 64 px at channel_base 4096, two repeats).
+
+    Args:
+        quick: small networks.
+        argv: further command-line arguments.
+    """
+    return _run(_parser().parse_args((QUICK if quick else []) + list(argv or [])))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark and print each section."""
+    _run(_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

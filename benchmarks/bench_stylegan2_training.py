@@ -54,12 +54,12 @@ import copy
 import gc
 import logging
 import math
-import resource
 import statistics
 import time
 import warnings
 from typing import Any, NamedTuple
 
+import harness
 import lightning as L
 import numpy as np
 import torch
@@ -79,6 +79,7 @@ from gan.models import StyleGAN2
 from gan.nets.stylegan2 import Discriminator, Generator
 
 SEED = 0
+QUICK = ["--repeats", "2"]  # run_all.py --quick: two pairs of runs
 _G_MAIN, _G_REG, _D_MAIN, _D_REG = 1, 2, 3, 4  # the module's phase streams
 _QUIET = (".*(does not have many workers|smaller than the logging interval|no `val_dataloader`|module\\(s\\) in eval "
           "mode|LeafSpec).*")
@@ -249,12 +250,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def peak_memory(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB (CUDA max allocated)"
-    return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB (process max RSS)"
-
-
 class Clock:
     """Wall and process CPU seconds since :meth:`start` (CPU time: less disturbed by other jobs on a shared host)."""
 
@@ -286,8 +281,8 @@ class Timer(L.Callback):
 
 
 class Result(NamedTuple):
-    """Medians of one resolution (a NamedTuple: run_all.py loads this file without registering it in sys.modules,
-    where a dataclass would fail)."""
+    """Medians of one resolution (a NamedTuple: it works even when the file is loaded without registering it in
+    sys.modules, where a dataclass would fail)."""
 
     size: int
     plain: float  # images/s (wall), median over the runs
@@ -300,6 +295,11 @@ class Result(NamedTuple):
     g_params: int
     d_params: int
     wall: float
+    plain_mib: float  # peak memory of the plain runs (the largest; CUDA max allocated or peak RSS)
+    light_mib: float  # the same for the Lightning runs
+    memory_kind: str
+    plain_added_mib: float  # how far the peak rose above the memory in use when the run started (the largest)
+    light_added_mib: float
 
 
 def _state(G: nn.Module, G_ema: nn.Module, pl_mean: Tensor, p: Tensor) -> list[Tensor]:
@@ -334,15 +334,31 @@ def measure(args: argparse.Namespace, size: int, device: torch.device) -> Result
         assert m.augment_pipe is not None and m.ema is not None
         return timer.clock, _state(m.generator, m.ema.module, m.pl_mean, m.augment_pipe.p), m
 
+    mem_p: list[tuple[float, float]] = []  # (peak, rise over the start) MiB per run
+    mem_l: list[tuple[float, float]] = []
+    meter = harness.PeakMemory(device)
+
+    def plain_measured() -> tuple[Clock, list[Tensor]]:
+        meter.start()
+        out = plain_run()
+        mem_p.append((meter.stop(), meter.added_mib))
+        return out
+
+    def lightning_measured() -> tuple[Clock, list[Tensor], StyleGAN2]:
+        meter.start()
+        out = lightning_run()
+        mem_l.append((meter.stop(), meter.added_mib))
+        return out
+
     n_img = steps * batch
     plain, light, ratios, cpu_ratios, max_diff, m = [], [], [], [], 0.0, None
     for r in range(args.repeats):
         if r % 2 == 0:  # alternate which goes first, so a drift in machine load favours neither
-            clock_p, state_p = plain_run()
-            clock_l, state_l, m = lightning_run()
+            clock_p, state_p = plain_measured()
+            clock_l, state_l, m = lightning_measured()
         else:
-            clock_l, state_l, m = lightning_run()
-            clock_p, state_p = plain_run()
+            clock_l, state_l, m = lightning_measured()
+            clock_p, state_p = plain_measured()
         plain.append(n_img / clock_p.wall)
         light.append(n_img / clock_l.wall)
         ratios.append(clock_p.wall / clock_l.wall)
@@ -370,11 +386,12 @@ def measure(args: argparse.Namespace, size: int, device: torch.device) -> Result
                   best_ratio=max(light) / max(plain),
                   infer=args.batch / statistics.median(times), max_diff=max_diff,
                   g_params=sum(p.numel() for p in m.generator.parameters()),
-                  d_params=sum(p.numel() for p in m.discriminator.parameters()), wall=time.perf_counter() - t_start)
+                  d_params=sum(p.numel() for p in m.discriminator.parameters()), wall=time.perf_counter() - t_start,
+                  plain_mib=max(m[0] for m in mem_p), light_mib=max(m[0] for m in mem_l), memory_kind=meter.kind,
+                  plain_added_mib=max(m[1] for m in mem_p), light_added_mib=max(m[1] for m in mem_l))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the comparison at each size and print a table."""
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=None, help="tile sizes (default 64; --full: 64 256)")
     ap.add_argument("--full", action="store_true",
@@ -392,29 +409,71 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads (1, steady on a shared host; 0: torch's default, all cores)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def _args(argv: list[str] | None) -> tuple[argparse.Namespace, list[int]]:
+    args = _parser().parse_args(argv)
     if args.full:
         args.channel_base, args.channel_max, args.z_dim, args.mapping_layers = 16384, 512, 512, 8
-    sizes = args.sizes or ([64, 256] if args.full else [64])
+    return args, args.sizes or ([64, 256] if args.full else [64])
+
+
+def _measure_all(args: argparse.Namespace, sizes: list[int]) -> list[Result]:
     threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
         with warnings.catch_warnings():  # Lightning's notes about this setup (no val loader, few workers, ...)
             warnings.filterwarnings("ignore", message=_QUIET)
-            return _run(args, sizes)
+            logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+            device = torch.device(args.device)
+            print(f"torch {torch.__version__}, lightning {L.__version__}, {device}, {torch.get_num_threads()} threads; "
+                  f"batch {args.batch}, {args.steps} timed + {args.warmup} warm-up iterations, channel_base "
+                  f"{args.channel_base}, channel_max {args.channel_max}, z/w {args.z_dim}, {args.mapping_layers} "
+                  f"mapping layers, {args.classes or 'no'} classes, ADA p0 {args.ada_p}", flush=True)
+            return [measure(args, s, device) for s in sizes]
     finally:
         torch.set_num_threads(threads)  # run_all.py runs the other benchmarks in this process
 
 
-def _run(args: argparse.Namespace, sizes: list[int]) -> int:
-    device = torch.device(args.device)
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    print(f"torch {torch.__version__}, lightning {L.__version__}, {device}, {torch.get_num_threads()} threads; "
-          f"batch {args.batch}, {args.steps} timed + {args.warmup} warm-up iterations, channel_base "
-          f"{args.channel_base}, channel_max {args.channel_max}, z/w {args.z_dim}, {args.mapping_layers} mapping "
-          f"layers, {args.classes or 'no'} classes, ADA p0 {args.ada_p}", flush=True)
-    results = [measure(args, s, device) for s in sizes]
+def rows(quick: bool = False, argv: list[str] | None = None) -> list[dict[str, Any]]:
+    """Result rows for ``run_all.py``: Lightning / plain images/s per size, EMA inference, peak memory.
+
+    Args:
+        quick: two pairs of runs.
+        argv: further command-line arguments.
+    """
+    args, sizes = _args((QUICK if quick else []) + list(argv or []))
+    out = []
+    for r in _measure_all(args, sizes):
+        diverged = r.max_diff > 1e-4 or not math.isfinite(r.max_diff)
+        out.append(harness.row(
+            "stylegan2_training", f"StyleGAN2 module {r.size}px, channel_base {args.channel_base}",
+            baseline_name="plain loop, same draws", baseline=r.plain, result=r.light, unit="img/s", ratio=r.ratio,
+            target=0.95,
+            detail=(f"batch {args.batch}, {args.steps} iterations incl. R1/path length, median of {args.repeats} "
+                    f"pair(s); CPU-time ratio {r.cpu_ratio:.3f}, best-run ratio {r.best_ratio:.3f}; "
+                    f"{1000 / r.light:.0f} s/kimg; EMA inference {r.infer:.1f} tiles/s; max |diff| {r.max_diff:.2g}"
+                    f"{' (DIVERGED: not the same work)' if diverged else ''}; peak memory plain {r.plain_mib:.0f} "
+                    f"MiB (+{r.plain_added_mib:.0f} during the run), Lightning {r.light_mib:.0f} MiB "
+                    f"(+{r.light_added_mib:.0f}) ({r.memory_kind}); {args.device}, "
+                    f"{args.threads or 'default'} thread(s)"),
+            cpu_ratio=r.cpu_ratio, best_ratio=r.best_ratio, s_per_kimg=1000 / r.light, infer_tiles_per_s=r.infer,
+            max_diff=r.max_diff, peak_mem_mib=r.light_mib, peak_mem_mib_baseline=r.plain_mib,
+            peak_added_mib=r.light_added_mib, peak_added_mib_baseline=r.plain_added_mib,
+            memory_kind=r.memory_kind))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the comparison at each size and print a table."""
+    args, sizes = _args(argv)
+    _print(args, _measure_all(args, sizes))
+    return 0
+
+
+def _print(args: argparse.Namespace, results: list[Result]) -> None:
     print(f"\n{'size':>5s} {'G/D params':>21s} {'plain img/s':>12s} {'Lightning img/s':>16s} {'ratio':>6s} "
           f"{'CPU ratio':>9s} {'best ratio':>10s} {'s/kimg (L)':>11s} {'infer tiles/s':>14s} "
           f"{'max |diff|':>10s} {'wall s':>7s}")
@@ -430,8 +489,9 @@ def _run(args: argparse.Namespace, sizes: list[int]) -> int:
           "plain run; img/s: medians of wall-clock rates; "
           "max |diff|: plain vs Lightning G, EMA G, pl_mean and ADA p after the first pair of runs (0: the same "
           "computation)")
-    print(f"peak memory: {peak_memory(device)}")
-    return 0
+    for r in results:
+        print(f"peak memory at {r.size}px: plain {r.plain_mib:.0f} MiB (+{r.plain_added_mib:.0f} during the run), "
+              f"Lightning {r.light_mib:.0f} MiB (+{r.light_added_mib:.0f}) ({r.memory_kind})")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Both run in the same process on the same in-memory samples (random tensors in [-1, 1], so no file I/O) through the
 same DataLoader, after a warm-up, alternating plain and Lightning runs ``--repeats`` times (medians reported).
 Prints images/s of each, the ratio Lightning / plain (target: Lightning's overhead <= 10%, i.e. ratio >= 0.9) and
-peak memory (CUDA: max allocated; CPU: process max RSS).
+the peak memory of each side (CUDA: max allocated; CPU: peak RSS of the process during that run, reset before it).
 
     python benchmarks/bench_training.py [--model cyclegan|pix2pix|both] [--size 64] [--batch 4] [--steps 30] \
         [--repeats 3] [--device cpu]
@@ -11,10 +11,11 @@ peak memory (CUDA: max allocated; CPU: process max RSS).
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
 import time
+from typing import Any, NamedTuple
 
+import harness
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -40,6 +41,11 @@ class Batches(Dataset):
         return self.items[i]
 
 
+def _pool(m: CycleGAN, name: str) -> Any:
+    """The module's image pool ``name`` of its (only) chunk."""
+    return m.pool(name, 0)
+
+
 def plain_cyclegan_step(m: CycleGAN, opt_g, opt_d, a: torch.Tensor, b: torch.Tensor) -> None:
     """The CycleGAN update written as a plain loop (same nets, losses, pools, order)."""
     hp = m.hparams
@@ -58,8 +64,10 @@ def plain_cyclegan_step(m: CycleGAN, opt_g, opt_d, a: torch.Tensor, b: torch.Ten
     opt_g.zero_grad(set_to_none=True)
     for p in list(m.discriminator_a.parameters()) + list(m.discriminator_b.parameters()):
         p.requires_grad_(True)
-    loss_d = (m.adversarial.discriminator_loss(m.discriminator_b(b), m.discriminator_b(m.pool_b.query(fake_b)))
-              + m.adversarial.discriminator_loss(m.discriminator_a(a), m.discriminator_a(m.pool_a.query(fake_a))))
+    pool_a, pool_b = _pool(m, "a"), _pool(m, "b")
+    pooled_b, pooled_a = pool_b.query(fake_b.detach()), pool_a.query(fake_a.detach())
+    loss_d = (m.adversarial.discriminator_loss(m.discriminator_b(b), m.discriminator_b(pooled_b))
+              + m.adversarial.discriminator_loss(m.discriminator_a(a), m.discriminator_a(pooled_a)))
     loss_d.backward()
     opt_d.step()
     opt_d.zero_grad(set_to_none=True)
@@ -93,10 +101,19 @@ def build(kind: str):
             plain_pix2pix_step)
 
 
-def peak_memory(device: str) -> str:
-    if device.startswith("cuda"):
-        return f"{torch.cuda.max_memory_allocated() / 2**20:.0f} MiB (CUDA max allocated)"
-    return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB (process max RSS)"
+QUICK = ["--steps", "20", "--repeats", "1"]  # run_all.py --quick
+
+
+class Measured(NamedTuple):
+    """Medians of one model family (a NamedTuple, so the file also works when loaded outside ``sys.modules``)."""
+
+    plain: float  # images/s
+    light: float  # images/s
+    plain_mib: float  # peak memory of the plain runs (the largest)
+    light_mib: float
+    memory_kind: str
+    plain_added_mib: float  # how far the peak rose above the memory in use when the run started (the largest)
+    light_added_mib: float
 
 
 def _sync(device: str) -> None:
@@ -104,8 +121,8 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def measure(kind: str, size: int, batch: int, steps: int, device: str, repeats: int = 3) -> tuple[float, float]:
-    """(plain images/s, Lightning images/s) for one model family: medians over ``repeats`` alternating runs.
+def measure(kind: str, size: int, batch: int, steps: int, device: str, repeats: int = 3) -> Measured:
+    """Plain and Lightning images/s for one model family (medians over ``repeats`` alternating runs) and peak memory.
 
     Both iterate the same DataLoader (collation and the host-to-device copy are part of any training loop) and
     start timing after the same number of warm-up steps.
@@ -148,15 +165,24 @@ def measure(kind: str, size: int, batch: int, steps: int, device: str, repeats: 
         trainer.fit(lm, train_dataloaders=loader)
         return steps * batch / timer.elapsed
 
-    plain, light = [], []
+    plain, light, mem_p, mem_l = [], [], [], []
+    kind_of_memory = ""
     for _ in range(repeats):
+        meter = harness.PeakMemory(device).start()
         plain.append(plain_run())
+        meter.stop()
+        mem_p.append(meter)
+        meter = harness.PeakMemory(device).start()
         light.append(lightning_run())
-    return statistics.median(plain), statistics.median(light)
+        meter.stop()
+        mem_l.append(meter)
+        kind_of_memory = meter.kind
+    return Measured(statistics.median(plain), statistics.median(light), max(m.mib for m in mem_p),
+                    max(m.mib for m in mem_l), kind_of_memory, max(m.added_mib for m in mem_p),
+                    max(m.added_mib for m in mem_l))
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
-    """Run the comparison and print a table; returns the ratios."""
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", choices=("cyclegan", "pix2pix", "both"), default="both")
     ap.add_argument("--size", type=int, default=64)
@@ -164,16 +190,49 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=3, help="alternating plain/Lightning runs; medians are reported")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = ap.parse_args(argv)
-    kinds = ("cyclegan", "pix2pix") if args.model == "both" else (args.model,)
+    return ap
+
+
+def _kinds(args: argparse.Namespace) -> tuple[str, ...]:
+    return ("cyclegan", "pix2pix") if args.model == "both" else (args.model,)
+
+
+def rows(quick: bool = False, argv: list[str] | None = None) -> list[dict[str, Any]]:
+    """Result rows for ``run_all.py``: Lightning / plain images/s per model family, with peak memory.
+
+    Args:
+        quick: fewer steps, one repeat.
+        argv: further command-line arguments.
+    """
+    args = _parser().parse_args((QUICK if quick else []) + list(argv or []))
+    out = []
+    for k in _kinds(args):
+        m = measure(k, args.size, args.batch, args.steps, args.device, args.repeats)
+        out.append(harness.row(
+            "training", f"{k} Lightning module, {args.size}px batch {args.batch}", baseline_name="plain PyTorch loop",
+            baseline=m.plain, result=m.light, unit="img/s", target=0.9,
+            detail=f"{args.steps} steps after 3 warm-up, median of {args.repeats} alternating runs, {args.device}; "
+                   f"peak memory plain {m.plain_mib:.0f} MiB (+{m.plain_added_mib:.0f} during the run), Lightning "
+                   f"{m.light_mib:.0f} MiB (+{m.light_added_mib:.0f}) ({m.memory_kind})",
+            peak_mem_mib=m.light_mib, peak_mem_mib_baseline=m.plain_mib, peak_added_mib=m.light_added_mib,
+            peak_added_mib_baseline=m.plain_added_mib, memory_kind=m.memory_kind))
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    """Run the comparison and print a table; returns the ratios."""
+    args = _parser().parse_args(argv)
     ratios = {}
-    print(f"{'model':9s} {'plain img/s':>12s} {'Lightning img/s':>16s} {'ratio':>7s}   "
+    print(f"{'model':9s} {'plain img/s':>12s} {'Lightning img/s':>16s} {'ratio':>7s} {'peak MiB plain/L':>17s}   "
           f"({args.size}px, batch {args.batch}, {args.device})")
-    for k in kinds:
-        plain, light = measure(k, args.size, args.batch, args.steps, args.device, args.repeats)
-        ratios[k] = light / plain
-        print(f"{k:9s} {plain:12.1f} {light:16.1f} {light / plain:7.3f}")
-    print(f"peak memory: {peak_memory(args.device)}")
+    kind_of_memory = ""
+    for k in _kinds(args):
+        m = measure(k, args.size, args.batch, args.steps, args.device, args.repeats)
+        ratios[k] = m.light / m.plain
+        kind_of_memory = m.memory_kind
+        print(f"{k:9s} {m.plain:12.1f} {m.light:16.1f} {m.light / m.plain:7.3f} "
+              f"{m.plain_mib:8.0f}/{m.light_mib:<8.0f} (+{m.plain_added_mib:.0f}/+{m.light_added_mib:.0f} in the run)")
+    print(f"peak memory: {kind_of_memory} during each run (+: above the memory in use when it started)")
     return ratios
 
 

@@ -14,11 +14,14 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
+import harness
 import numpy as np
 
 from data.volumes import VolumeCache, load_volume
+
+QUICK = ["--samples", "100", "--baseline-samples", "4"]  # run_all.py --quick
 
 
 def ct_like_volume(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
@@ -45,13 +48,7 @@ def _rate(fn: Callable[[int], np.ndarray], n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
-    """Run the benchmark, print a table and return images/s per row.
-
-    Args:
-        argv: command-line arguments (``--shape``, ``--samples``, ``--baseline-samples``, ``--patch``,
-            ``--seed``, ``--workdir``); defaults to ``sys.argv[1:]``.
-    """
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", type=int, nargs=3, default=(256, 256, 120))
     parser.add_argument("--samples", type=int, default=200, help="samples per cached row")
@@ -59,8 +56,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--patch", type=int, default=64, help="edge of the cubic 3D patch")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=None, help="where to write the volume and cache")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def measure(args: argparse.Namespace) -> tuple[list[tuple[str, str, int, float]], float, float]:
+    """((mode, reader, samples, samples/s) per row, .nii.gz size in MB, cache build seconds).
+
+    Args:
+        args: the parsed command line.
+    """
     import nibabel as nib
 
     shape = tuple(args.shape)
@@ -96,18 +100,49 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             rows.append((mode, "cache get per sample", args.samples, cached))
             held_rate = _rate(lambda s, take=take: take(held, s), args.samples)
             rows.append((mode, "cache memmap held", args.samples, held_rate))
+    return rows, size_mb, build_s
 
+
+def rows(quick: bool = False, argv: list[str] | None = None) -> list[dict[str, Any]]:
+    """Result rows for ``run_all.py``: each cached reader against decoding the ``.nii.gz`` per sample.
+
+    Args:
+        quick: fewer samples.
+        argv: further command-line arguments.
+    """
+    args = _parser().parse_args((QUICK if quick else []) + list(argv or []))
+    measured, size_mb, build_s = measure(args)
+    shape = "x".join(str(n) for n in args.shape)
+    base = {m: r for m, rd, _, r in measured if rd.startswith("nii.gz")}
+    return [harness.row("volume_cache", f"{mode}, {reader}", baseline_name="nii.gz decode per sample",
+                        baseline=base[mode], result=rate, unit="samples/s",
+                        target=100.0 if reader == "cache get per sample" else None,
+                        detail=f"{shape} float32, .nii.gz {size_mb:.1f} MB, cache build {build_s:.2f} s; {n} samples "
+                               f"(baseline {args.baseline_samples})")
+            for mode, reader, n, rate in measured if not reader.startswith("nii.gz")]
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    """Run the benchmark, print a table and return images/s per row.
+
+    Args:
+        argv: command-line arguments (``--shape``, ``--samples``, ``--baseline-samples``, ``--patch``,
+            ``--seed``, ``--workdir``); defaults to ``sys.argv[1:]``.
+    """
+    args = _parser().parse_args(argv)
+    measured, size_mb, build_s = measure(args)
+    shape = tuple(args.shape)
     print(f"volume {shape[0]}x{shape[1]}x{shape[2]} float32, .nii.gz {size_mb:.1f} MB, cache build {build_s:.2f} s")
     print(f"{'mode':<16} {'reader':<26} {'samples':>7} {'images/s':>12} {'ratio':>9}")
     results: dict[str, float] = {}
     baseline = 1.0
-    for mode, reader, n, rate in rows:
+    for mode, reader, n, rate in measured:
         if reader.startswith("nii.gz"):
             baseline = rate
         print(f"{mode:<16} {reader:<26} {n:>7d} {rate:>12.1f} {rate / baseline:>8.0f}x")
         results[f"{mode} | {reader}"] = rate
-    ratio = min(r for (m, rd, _, r) in rows if rd == "cache get per sample") / max(
-        r for (m, rd, _, r) in rows if rd.startswith("nii.gz")
+    ratio = min(r for (m, rd, _, r) in measured if rd == "cache get per sample") / max(
+        r for (m, rd, _, r) in measured if rd.startswith("nii.gz")
     )
     print(f"worst cache/decode ratio {ratio:.0f}x (target >= 100x)")
     results["worst_ratio"] = ratio
