@@ -103,10 +103,11 @@ def assert_close_states(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], 
 def check_family(family: str, data: Path, tmp: Path, *, keep_vs_single: Callable[[str], bool] = lambda k: True,
                  metrics_vs_single: bool = True) -> None:
     """The proof of issue 12 for one family: 2 ranks on the global batch 4 (2 per rank) against one process
-    accumulating the same two chunks (batch_gpu 2), in float64 and float32, plus the negative control and a resume.
+    accumulating the same two chunks (batch_gpu 2), in float64 and float32, plus the negative control and a resume
+    after a kill in the middle of an epoch.
     """
     two, one = tmp / "two", tmp / "one"
-    launch(family, data, two, devices=2, runs="full@64,nosync@64,full@32,half@32,resume@32")
+    launch(family, data, two, devices=2, runs="full@64,nosync@64,full@32,kill@32,resumekill@32")
     launch(family, data, one, devices=1, batch_gpu=2, runs="full@64,full@32")
     assert facts(two, "full64")["chunks_per_rank"] == 1 and facts(one, "full64")["chunks_per_rank"] == 2
     assert facts(two, "full64")["iteration"] == facts(one, "full64")["iteration"] > 0
@@ -124,6 +125,10 @@ def check_family(family: str, data: Path, tmp: Path, *, keep_vs_single: Callable
     n0, n1 = state(two, "nosync64", 0), state(two, "nosync64", 1)
     assert max_difference(n0, n1)[0] > 1e-6, "ranks without gradient sync must drift apart"
     assert max_difference(n0, state(one, "full64"), keep_vs_single)[0] > 1e-6
-    # a resume at 2 ranks continues exactly as the uninterrupted 2-rank run (float32, bitwise, every rank)
+    # killed mid-epoch at 2 ranks and resumed: exactly the uninterrupted 2-rank run (float32, bitwise, every rank)
+    killed = facts(two, "kill32")
+    assert killed["checkpoint_iteration"] == facts(two, "full32")["iteration"] - 1, killed  # 1 batch into epoch 2
+    assert facts(two, "resumekill32")["iteration"] == facts(two, "full32")["iteration"]
     for rank in (0, 1):
-        assert_close_states(state(two, "resume32", rank), state(two, "full32", rank), 0.0, what=f"resume rank {rank}")
+        assert_close_states(state(two, "resumekill32", rank), state(two, "full32", rank), 0.0,
+                            what=f"kill + resume, rank {rank}")

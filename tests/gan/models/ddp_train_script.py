@@ -10,6 +10,9 @@ each ``<run>@<precision>`` (64: ``64-true``, 32: ``32-true``); files are named `
   ``full_rank<r>.json`` (the last validation's metrics, iterations, chunks per rank).
 * ``half`` + ``resume``: E // 2 epochs ending in a checkpoint (``last.ckpt``), then a resume from it to E epochs.
   (Run these at 32: under ``64-true`` Lightning's resume itself is not bit-exact, in one process too, ~3e-9.)
+* ``kill`` + ``resumekill``: a run killed in its last iteration (every rank raises before that iteration's checkpoint;
+  Lightning runs checkpoint callbacks last), so the last checkpoint is one iteration into the last epoch; then a
+  resume from it to E epochs.
 * ``nosync``: E epochs with the strategy's gradient averaging switched off (the negative control).
 * ``fail``: rank 1 raises in setup (the run must stop with that error, not hang).
 
@@ -40,6 +43,21 @@ class NoSync(GANDDPStrategy):
 
     def sync_gradients(self, params: list) -> None:
         """Leave every rank with its own gradients."""
+
+
+class Killed(RuntimeError):
+    """Stands in for a job killed by the scheduler."""
+
+
+class KillAt(Callback):
+    """Every rank stops after ``iteration`` training batches, as a killed job would (after the step's checkpoint)."""
+
+    def __init__(self, iteration: int) -> None:
+        self.iteration = iteration
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if pl_module.iteration >= self.iteration:
+            raise Killed(f"killed after iteration {pl_module.iteration}")
 
 
 class FailOnRank1(Callback):
@@ -87,10 +105,13 @@ def fit(args: argparse.Namespace, run: str, *, epochs: int, precision: str, ckpt
     cbs = list(callbacks or [])
     if run == "half":
         cbs.append(ModelCheckpoint(dirpath=str(args.out / f"ckpt{precision}"), save_last=True, save_top_k=0))
+    if run == "kill":  # a checkpoint after every iteration, as a long job keeps
+        cbs.insert(0, ModelCheckpoint(dirpath=str(args.out / f"kill{precision}"), every_n_train_steps=1,
+                                      save_last=True, save_top_k=0))
     trainer = L.Trainer(accelerator="cpu", devices=args.devices, num_nodes=args.num_nodes, strategy=strategy,
                         use_distributed_sampler=False,
                         precision=f"{precision}-true", max_epochs=epochs, limit_train_batches=args.batches,
-                        num_sanity_val_steps=0, logger=False, enable_checkpointing=run == "half",
+                        num_sanity_val_steps=0, logger=False, enable_checkpointing=run in ("half", "kill"),
                         enable_progress_bar=False, enable_model_summary=False, callbacks=cbs,
                         default_root_dir=str(args.out), deterministic=True)
     trainer.fit(model, datamodule=dm, ckpt_path=ckpt)
@@ -134,6 +155,17 @@ def main() -> None:
             fit(args, run, epochs=args.epochs // 2, **kw)
         elif run == "resume":
             model, trainer = fit(args, run, epochs=args.epochs, ckpt=str(args.out / f"ckpt{prec}" / "last.ckpt"), **kw)
+            record(args, name, model, trainer)
+        elif run == "kill":
+            try:
+                fit(args, run, epochs=args.epochs, callbacks=[KillAt(args.batches * args.epochs - 1)], **kw)
+            except Killed as e:
+                ckpt = torch.load(args.out / f"kill{prec}" / "last.ckpt", weights_only=True)
+                facts = {"killed": str(e), "checkpoint_iteration": ckpt["medsynth"]["iteration"]}
+                (args.out / f"{name}_rank{torch.distributed.get_rank() if args.devices > 1 else 0}.json").write_text(
+                    json.dumps(facts))
+        elif run == "resumekill":
+            model, trainer = fit(args, run, epochs=args.epochs, ckpt=str(args.out / f"kill{prec}" / "last.ckpt"), **kw)
             record(args, name, model, trainer)
         elif run == "nosync":
             model, trainer = fit(args, run, epochs=args.epochs, strategy=NoSync(process_group_backend="gloo"), **kw)
