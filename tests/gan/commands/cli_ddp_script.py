@@ -3,7 +3,7 @@
     python tests/gan/commands/cli_ddp_script.py --volumes DIR --slides DIR --out DIR
 
 Lightning's launcher re-runs this script for rank 1, so both ranks run the same sequence of CLI runs: first the
-StyleGAN2 demo config for 2 short epochs with its logger and checkpoints (what each rank writes is checked), then
+StyleGAN2 demo config for one short epoch with its logger and checkpoints (what each rank writes is checked), then
 every config with ``fast_dev_run``. The strategy is not named: several devices pick ``ddp_gan``.
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ def main() -> None:
               f"--trainer.default_root_dir={args.out}"]
     demo = EXPERIMENTS / "stylegan2_pathology_demo.yaml"
     cli = run_lightning_cli([*base, "--config", str(demo), *overrides(demo, args.volumes, args.slides), *common,
-                             "--trainer.max_epochs=2", "--trainer.limit_train_batches=2",
+                             "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
                              f"--trainer.logger.init_args.save_dir={args.out / 'runs'}"], run=False)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     result = {"strategy": type(cli.trainer.strategy).__name__, "world": cli.trainer.world_size, "finished": {}}
