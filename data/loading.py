@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from data.batches import EVAL_INDEX_KEY, PADDING_KEY, is_padding
+from data.batches import EVAL_INDEX_KEY, PADDING_KEY
 
 __all__ = [
     "EpochOrder",
@@ -45,7 +45,6 @@ __all__ = [
     "StridedBatches",
     "epoch_to_run",
     "eval_loader",
-    "is_padding",
     "loop_progress",
     "per_rank_batch",
     "rank_and_world",

@@ -26,7 +26,6 @@ from typing import Any, Iterable, Iterator
 import lightning as L
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from gan.models.config import OptimConfig, as_config, config_dict
@@ -176,18 +175,6 @@ class GANModule(L.LightningModule):
             x: a tensor of the same shape on every rank.
         """
         return self.all_sum(x) / self.world
-
-    def all_gather_objects(self, obj: Any) -> list[Any]:
-        """Every rank's ``obj`` (picklable), in rank order; ``[obj]`` on one device. Call it on every rank.
-
-        Args:
-            obj: this rank's object.
-        """
-        if self.world == 1 or not (dist.is_available() and dist.is_initialized()):
-            return [obj]
-        out: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(out, obj)
-        return out
 
     def sync_norm_buffers(self) -> None:
         """Give every rank rank 0's running statistics of its normalisation layers (batch norm): each rank

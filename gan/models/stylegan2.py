@@ -34,6 +34,7 @@ from gan.losses import (
     r1_penalty,
     update_pl_mean,
 )
+from gan.metrics.ragged import agree_on
 from gan.models.base import GANModule
 from gan.models.config import StyleAugmentConfig, StyleNetConfig, StyleOptimConfig, StyleRegConfig, TileEvalConfig
 from gan.nets.stylegan2 import Discriminator, Generator
@@ -303,10 +304,8 @@ class StyleGAN2(GANModule):
             psi: truncation towards the class's (or the global) average w.
         """
         G = self.inference_generator
-        z = seed_z(seeds, G.z_dim)  # the seed rule of gan.style (generate, mix and export use it too)
         lab = None if not self.num_classes else torch.full((len(seeds),), int(label or 0), dtype=torch.long)
-        z = z.to(self.device, dtype=next(G.parameters()).dtype)  # float64 under precision 64-true
-        return G(z, None if lab is None else lab.to(self.device), psi=psi,
+        return G(self._seed_latents(G, seeds), None if lab is None else lab.to(self.device), psi=psi,
                  noise_mode="const").clamp(-1, 1)
 
     def sample_grid(self) -> Tensor:
@@ -357,9 +356,13 @@ class StyleGAN2(GANModule):
             seeds: N seeds.
         """
         G = self.inference_generator
-        z = seed_z(seeds, G.z_dim)  # the seed rule of gan.style (generate, mix and export use it too)
         lab = labels.to(self.device).long() if self.num_classes else None
-        return G(z.to(self.device, dtype=next(G.parameters()).dtype), lab, noise_mode="const").clamp(-1, 1)
+        return G(self._seed_latents(G, seeds), lab, noise_mode="const").clamp(-1, 1)
+
+    def _seed_latents(self, G: Generator, seeds: list[int]) -> Tensor:
+        """The latents of ``seeds`` by gan.style's seed rule (generate, mix and export use it too), on the module's
+        device in the generator's dtype (float64 under precision 64-true)."""
+        return seed_z(seeds, G.z_dim).to(self.device, dtype=next(G.parameters()).dtype)
 
     def _eval_indices(self, batch: dict[str, Any]) -> list[int]:
         """Positions of the batch's tiles in the validation split (``eval_index`` of the project's evaluation loader;
@@ -410,7 +413,7 @@ class StyleGAN2(GANModule):
         """The split's first ``diversity_tiles`` real tiles of each class, gathered from every rank (every rank
         calls this)."""
         merged: dict[int, list[tuple[int, Tensor]]] = {}
-        for kept in self.all_gather_objects(self._val_real):
+        for kept in agree_on(self._val_real):
             for k, items in kept.items():
                 merged.setdefault(int(k), []).extend(items)
         need = self.eval_config.diversity_tiles

@@ -16,6 +16,7 @@ from torch import nn
 from data.batches import is_padding
 from data.intensity import WindowParams, from_unit
 from gan.inference import Mode, translate_volume
+from gan.metrics.ragged import agree_on
 from gan.metrics.volume_evaluation import VolumeEvaluation, copy_baseline, fid_extractor, mean_baseline
 from gan.models.base import GANModule
 from gan.models.config import VolumeEvalConfig
@@ -174,7 +175,7 @@ class TranslationModule(GANModule):
         """The image pools of every global chunk (contents and generators), gathered from all ranks."""
         mine = {name: {slot: p.state_dict() for slot, p in pools.items()} for name, pools in self.pools.items()}
         merged: dict[str, dict[int, Any]] = {name: dict(self._stored_pools.get(name, {})) for name in self.pools}
-        for rank_pools in self.all_gather_objects(mine):
+        for rank_pools in agree_on(mine):
             for name, slots in rank_pools.items():
                 merged.setdefault(name, {}).update(slots)
         return {"image_pools": merged}

@@ -10,13 +10,13 @@ import torch
 from scipy import stats
 from torch.utils.data import Dataset
 
+from data.batches import is_padding
 from data.loading import (
     EpochOrder,
     ResumableDataLoader,
     StepBatches,
     StridedBatches,
     eval_loader,
-    is_padding,
     per_rank_batch,
     rank_and_world,
     require_eval_items,
