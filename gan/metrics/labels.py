@@ -1,4 +1,5 @@
-"""The class labels a per-class metric's ``update`` receives, checked once for every such metric."""
+"""The classes of a per-class metric: its settings and the labels its ``update`` receives, checked once for every
+such metric."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -30,4 +31,22 @@ def batch_labels(labels: Tensor | Sequence[int] | None, n: int, num_classes: int
     return lab.long()
 
 
-__all__ = ["batch_labels"]
+def class_settings(num_classes: int | None, class_names: Sequence[str] | None) -> tuple[int | None, list[str] | None]:
+    """A per-class metric's ``num_classes`` and ``class_names``, checked.
+
+    Args:
+        num_classes: number of class labels (None: overall scores only).
+        class_names: optional name per label.
+
+    Raises:
+        ValueError: ``num_classes`` below 1, or names that do not match it.
+    """
+    if num_classes is not None and int(num_classes) < 1:
+        raise ValueError(f"num_classes must be >= 1 or None, got {num_classes}")
+    count = None if num_classes is None else int(num_classes)
+    if class_names is not None and (count is None or len(class_names) != count):
+        raise ValueError(f"class_names needs num_classes={len(class_names)}, got num_classes={num_classes}")
+    return count, None if class_names is None else [str(c) for c in class_names]
+
+
+__all__ = ["batch_labels", "class_settings"]

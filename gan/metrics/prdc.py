@@ -34,7 +34,7 @@ from torchmetrics.utilities import dim_zero_cat
 
 from gan.metrics.features.extractor import FeatureExtractor, extract_features
 from gan.metrics.features.protocol import FIDProtocol, protocol_record
-from gan.metrics.labels import batch_labels
+from gan.metrics.labels import batch_labels, class_settings
 from gan.metrics.ragged import gather_ragged
 
 __all__ = [
@@ -214,12 +214,7 @@ class PrecisionRecallDensityCoverage(Metric):
         kwargs.setdefault("dist_sync_fn", gather_ragged)  # a rank may have seen no image of a side
         super().__init__(**kwargs)
         self.k_pr, self.k_dc = prdc_neighbourhoods(k)
-        if num_classes is not None and int(num_classes) < 1:
-            raise ValueError(f"num_classes must be >= 1 or None, got {num_classes}")
-        self.num_classes = None if num_classes is None else int(num_classes)
-        if class_names is not None and (self.num_classes is None or len(class_names) != self.num_classes):
-            raise ValueError(f"class_names needs num_classes={len(class_names)}, got num_classes={num_classes}")
-        self.class_names = None if class_names is None else [str(c) for c in class_names]
+        self.num_classes, self.class_names = class_settings(num_classes, class_names)
         if extractor is not None and not isinstance(extractor, FeatureExtractor):
             raise ValueError(f"extractor must be a gan.metrics.features.FeatureExtractor, got {type(extractor)}")
         object.__setattr__(self, "_extractor", extractor)  # not a submodule: not in state_dict, not broadcast

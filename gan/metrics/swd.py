@@ -40,7 +40,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from gan.metrics.features.protocol import quantize_uint8
-from gan.metrics.labels import batch_labels
+from gan.metrics.labels import batch_labels, class_settings
 from gan.metrics.ragged import agree_on, gather_ragged
 
 __all__ = [
@@ -407,12 +407,7 @@ class SlicedWassersteinDistance(Metric):
         self.patches_per_image, self.patch_size = int(patches_per_image), int(patch_size)
         self.projections, self.min_resolution = int(projections), int(min_resolution)
         self.normalisation, self.seed = str(normalisation), int(seed)
-        if num_classes is not None and int(num_classes) < 1:
-            raise ValueError(f"num_classes must be >= 1 or None, got {num_classes}")
-        self.num_classes = None if num_classes is None else int(num_classes)
-        if class_names is not None and (self.num_classes is None or len(class_names) != self.num_classes):
-            raise ValueError(f"class_names needs num_classes={len(class_names)}, got num_classes={num_classes}")
-        self.class_names = None if class_names is None else [str(c) for c in class_names]
+        self.num_classes, self.class_names = class_settings(num_classes, class_names)
         self.reset_real_features = bool(reset_real_features)
         self.image_shape: tuple[int, int, int] | None = None
         for name in ("real_descriptors", "fake_descriptors", "real_labels", "fake_labels"):
