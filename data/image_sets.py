@@ -45,6 +45,7 @@ __all__ = [
     "StatsFile",
     "TileScale",
     "VolumePair",
+    "existing_paths",
     "fake_volume",
     "files_under",
     "find_volume_pairs",
@@ -242,6 +243,26 @@ def files_under(folder: Path) -> list[Path]:
                   if f.is_file() and not any(part.startswith(".") for part in f.relative_to(folder).parts))
 
 
+def existing_paths(paths: Sequence[str | Path], label: str) -> list[Path]:
+    """The paths of a command-line argument, each checked to exist.
+
+    Args:
+        paths: files and/or folders.
+        label: which argument (named in messages as ``--<label>``).
+
+    Raises:
+        ValueError: no path.
+        DataError: a path that does not exist.
+    """
+    given = [Path(p) for p in paths]
+    if not given:
+        raise ValueError(f"--{label}: no path given")
+    for p in given:
+        if not p.exists():
+            raise DataError(p, f"--{label}: no such file or folder")
+    return given
+
+
 def open_image_set(paths: Sequence[PathLike], *, label: str, scale: TileScale = TileScale(),
                    allow_stats: bool = False) -> ImageSet | StatsFile:
     """Resolve image-set arguments (``--real``, ``--fake``, ``--train``, ``--heldout``) into an image set.
@@ -256,12 +277,7 @@ def open_image_set(paths: Sequence[PathLike], *, label: str, scale: TileScale = 
         DataError: a path is missing, holds no images, or mixes slides and image files.
         ValueError: no path, or a ``.npz`` given beside other paths.
     """
-    given = [Path(p) for p in paths]
-    if not given:
-        raise ValueError(f"--{label}: no path given")
-    for p in given:
-        if not p.exists():
-            raise DataError(p, f"--{label}: no such file or folder")
+    given = existing_paths(paths, label)
     npz = [p for p in given if p.is_file() and p.suffix.lower() == STATS_SUFFIX]
     if npz:
         if not allow_stats:

@@ -35,7 +35,16 @@ import torch.nn.functional as F
 
 from data.errors import DataError
 from data.files import sha256_file
-from data.image_sets import IMAGE_SUFFIXES, ImageFiles, ImageSet, SlideTiles, TileScale, files_under, is_slide
+from data.image_sets import (
+    IMAGE_SUFFIXES,
+    ImageFiles,
+    ImageSet,
+    SlideTiles,
+    TileScale,
+    existing_paths,
+    files_under,
+    is_slide,
+)
 
 PathLike = Union[str, Path]
 
@@ -195,12 +204,7 @@ def open_labelled_tiles(paths: Sequence[PathLike], *, label: str, scale: TileSca
     Raises:
         DataError: a path is missing, or the layout is not one of the three.
     """
-    given = [Path(p) for p in paths]
-    if not given:
-        raise ValueError(f"--{label}: no path given")
-    for p in given:
-        if not p.exists():
-            raise DataError(p, f"--{label}: no such file or folder")
+    given = existing_paths(paths, label)
     if len(given) == 1 and given[0].is_file() and given[0].suffix.lower() == ".csv":
         return _read_csv(given[0], label)
     slides = [f for p in given for f in (files_under(p) if p.is_dir() else [p]) if is_slide(f)]
