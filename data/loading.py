@@ -23,8 +23,17 @@
   loop, times the global batch); ``load_state_dict`` continues exactly after them on every rank. A resume
   must keep the global batch (a different one resumes at the same global position, rounded to its steps).
 
-:func:`train_loader` and :func:`eval_loader` build both kinds for any dataset; :func:`rank_and_world` and
-:func:`require_own_sampler` read the DDP context from a Lightning Trainer (without importing Lightning).
+* :class:`Stacked` and :func:`collate`: a dataset whose ``__getitems__`` writes a batch's images straight into one
+  ``(B, ...)`` tensor (:func:`batch_buffer`, in shared memory inside a worker) returns its items as a ``Stacked``
+  list, and ``collate`` takes that tensor as the batch's images instead of stacking copies (one copy of every
+  tile less, in the worker where the tile is read). ``default_collate`` still works on a ``Stacked`` list. In a
+  worker, ``collate`` sends a batch's small tensors (labels, locations, seeds: up to :data:`BY_VALUE_BYTES`) by
+  value through the pipe instead of one shared-memory segment each (each segment costs the worker and the main
+  process a file descriptor, a map and an unmap).
+
+:func:`train_loader` and :func:`eval_loader` build both kinds for any dataset (with ``collate``);
+:func:`rank_and_world` and :func:`require_own_sampler` read the DDP context from a Lightning Trainer (without
+importing Lightning).
 Lightning must not inject its own ``DistributedSampler`` (it would shuffle and cannot rebuild these loaders):
 create the Trainer with ``use_distributed_sampler=False`` when ``world_size > 1``.
 """
@@ -34,15 +43,19 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
 
 from data.batches import EVAL_INDEX_KEY, PADDING_KEY
 
 __all__ = [
+    "BY_VALUE_BYTES",
     "EpochOrder",
     "ResumableDataLoader",
+    "Stacked",
     "StepBatches",
     "StridedBatches",
+    "batch_buffer",
+    "collate",
     "epoch_to_run",
     "eval_loader",
     "loop_progress",
@@ -270,6 +283,85 @@ class StridedBatches(Sampler[list[Key]]):
         return ([(int(i), epoch) for i in mine[s:s + self.batch_size]] for s in range(0, len(mine), self.batch_size))
 
 
+class Stacked(list):
+    """The dict items of one batch whose ``stacked`` keys already lie in one ``(B, ...)`` tensor each (item ``k``'s
+    value is row ``k`` of it): what a dataset's ``__getitems__`` returns to :func:`collate`.
+
+    Args:
+        items: the items, in batch order; their ``stacked`` values are the rows of the tensors.
+        stacked: key -> the batch tensor of that key.
+    """
+
+    def __init__(self, items: Sequence[dict[str, Any]], stacked: dict[str, torch.Tensor]) -> None:
+        super().__init__(items)
+        self.stacked = stacked
+
+
+def batch_buffer(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+    """An empty tensor for one batch; inside a DataLoader worker it lies in shared memory, as ``default_collate``'s
+    output does, so sending it to the main process copies nothing.
+
+    Args:
+        shape: the batch's shape, ``(B, ...)``.
+        dtype: its dtype.
+    """
+    if get_worker_info() is None:
+        return torch.empty(*shape, dtype=dtype)
+    numel = int(np.prod(shape))
+    elem = torch.empty(0, dtype=dtype)
+    storage = elem._typed_storage()._new_shared(numel, device=elem.device)  # what default_collate does in a worker
+    return elem.new(storage).resize_(*shape)
+
+
+#: Largest tensor (in bytes) that :func:`collate` sends from a worker by value rather than in shared memory.
+BY_VALUE_BYTES = 4096
+
+
+def _from_numpy(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(array)
+
+
+class _ByValue:
+    """A small CPU tensor a worker sends by value (its bytes in the pipe); it unpickles as that tensor."""
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.tensor = tensor
+
+    def __reduce__(self) -> tuple[Any, tuple[np.ndarray]]:
+        return _from_numpy, (self.tensor.numpy(),)
+
+
+def _small_by_value(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        small = (obj.device.type == "cpu" and obj.is_contiguous() and not obj.requires_grad
+                 and obj.numel() * obj.element_size() <= BY_VALUE_BYTES
+                 and obj.dtype in (torch.int64, torch.int32, torch.float64, torch.float32, torch.bool, torch.uint8))
+        return _ByValue(obj) if small else obj
+    if isinstance(obj, dict):
+        return {k: _small_by_value(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_small_by_value(v) for v in obj]
+    return obj
+
+
+def collate(items: Any) -> Any:
+    """``default_collate``, except that a :class:`Stacked` batch keeps its stacked tensors (nothing copied), and
+    that inside a DataLoader worker small tensors travel by value.
+
+    What the main process receives equals ``default_collate(items)``: the same keys in the same order, the same
+    values and types.
+
+    Args:
+        items: the items of one batch (a list, or a ``Stacked`` list from a dataset's ``__getitems__``).
+    """
+    if not isinstance(items, Stacked) or not items:
+        batch = default_collate(items)
+    else:
+        rest = default_collate([{k: v for k, v in item.items() if k not in items.stacked} for item in items])
+        batch = {k: items.stacked[k] if k in items.stacked else rest[k] for k in items[0]}
+    return batch if get_worker_info() is None else _small_by_value(batch)
+
+
 class _EvalItems(Dataset):
     """An evaluation dataset whose dict items carry their position in the split (``"eval_index"``, the same
     whichever rank evaluates them, so metrics can choose and seed by it) and whose padding keys (``(index, epoch,
@@ -281,18 +373,39 @@ class _EvalItems(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def __getitem__(self, key: Any) -> Any:
+    @staticmethod
+    def _split(key: Any) -> tuple[Any, bool]:
         padding = isinstance(key, (tuple, list)) and len(key) == 3 and key[2] == PADDING
-        if padding:
-            key = (key[0], key[1])
-        item = self.dataset[key]
+        return ((key[0], key[1]) if padding else key), padding
+
+    @staticmethod
+    def _mark(item: Any, key: Any, padding: bool) -> Any:
         if not isinstance(item, dict):
             return item
         index = key[0] if isinstance(key, (tuple, list)) else key
         return {**item, EVAL_INDEX_KEY: int(index), **({PADDING_KEY: True} if padding else {})}
 
+    def __getitem__(self, key: Any) -> Any:
+        key, padding = self._split(key)
+        return self._mark(self.dataset[key], key, padding)
+
+    def __getitems__(self, keys: list[Any]) -> list[Any]:
+        """A batch of marked items, through the dataset's own ``__getitems__`` (a :class:`Stacked` batch stays one).
+
+        Defined here so the DataLoader never finds the wrapped dataset's ``__getitems__`` through
+        ``__getattr__`` (its items would lack ``eval_index`` and the padding flag).
+
+        Args:
+            keys: the batch's keys.
+        """
+        split = [self._split(k) for k in keys]
+        inner = getattr(self.dataset, "__getitems__", None)
+        items = inner([k for k, _ in split]) if callable(inner) else [self.dataset[k] for k, _ in split]
+        marked = [self._mark(item, k, padding) for item, (k, padding) in zip(items, split)]
+        return Stacked(marked, items.stacked) if isinstance(items, Stacked) else marked
+
     def __getattr__(self, name: str) -> Any:
-        if name == "dataset":
+        if name == "dataset" or name.startswith("__"):
             raise AttributeError(name)
         return getattr(self.dataset, name)
 
@@ -394,7 +507,7 @@ def train_loader(dataset: Dataset, *, batch_size: int, seed: int, rank: int = 0,
     order.set_epoch(epoch)
     batches = StepBatches(order, batch_size=batch_size, rank=rank, world_size=world_size, drop_last=drop_last)
     return ResumableDataLoader(dataset, batches=batches, progress=progress, num_workers=num_workers,
-                               persistent_workers=num_workers > 0, pin_memory=pin_memory)
+                               persistent_workers=num_workers > 0, pin_memory=pin_memory, collate_fn=collate)
 
 
 def eval_loader(dataset: Dataset, *, batch_size: int, rank: int = 0, world_size: int = 1, num_workers: int = 0,
@@ -412,7 +525,7 @@ def eval_loader(dataset: Dataset, *, batch_size: int, rank: int = 0, world_size:
     order = EpochOrder(len(dataset), shuffle=False)  # type: ignore[arg-type]
     batches = StridedBatches(order, batch_size=batch_size, rank=rank, world_size=world_size)
     return DataLoader(_EvalItems(dataset), batch_sampler=batches, num_workers=num_workers,
-                      persistent_workers=num_workers > 0, pin_memory=pin_memory)
+                      persistent_workers=num_workers > 0, pin_memory=pin_memory, collate_fn=collate)
 
 
 def loop_progress(trainer: Any) -> tuple[int, int]:

@@ -22,7 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from data.errors import SlideError
-from data.loading import split_item
+from data.loading import Stacked, batch_buffer, split_item
 from data.slides.grid import TileSpec, image_to_tensor, image_to_uint8, read_tile_image, tile_grid
 from data.slides.regions import OTHER, label_tiles, regions_for_slides
 from data.slides.slide import (
@@ -106,16 +106,61 @@ class _LabelledTiles(Dataset):
     def _key(self, item: int | tuple[int, int]) -> tuple[int, int]:
         return split_item(item, int(self._epoch))
 
-    def _pixels(self, img: Image.Image, index: int, epoch: int) -> dict[str, Any]:
-        """``image`` (float32 in [-1, 1], augmented) or, in uint8 mode, raw ``image`` plus its augmentation ``seed``."""
-        planes = _rgb_planes(img)
+    def _item(self, item: int | tuple[int, int], out: torch.Tensor | None = None) -> dict[str, Any]:
+        """The item of ``item``; with ``out`` (a ``(3, tile_size, tile_size)`` row of a batch), its image is
+        written there and the item's ``image`` is that row."""
+        raise NotImplementedError
+
+    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any]:
+        """The tile of ``item``: an index (current epoch) or an ``(index, epoch)`` pair.
+
+        Args:
+            item: index, or ``(index, epoch)``.
+        """
+        return self._item(item)
+
+    def _stack_size(self) -> int | None:
+        """The side every image has, when items can be written into one batch tensor (else None)."""
+        size = getattr(self, "tile_size", None)
+        if size is None or not (self.uint8 or self.transform is None or isinstance(self.transform, TileAugment)):
+            return None  # sizes vary, or a caller's transform may change the shape
+        return int(size)
+
+    def __getitems__(self, items: list[int | tuple[int, int]]) -> list[dict[str, Any]]:
+        """The tiles of one batch, their images written straight into one ``(B, 3, S, S)`` tensor (in shared
+        memory inside a DataLoader worker): a :class:`data.loading.Stacked` list, which
+        :func:`data.loading.collate` takes without stacking copies. Each item equals ``self[item]``.
+
+        Args:
+            items: the batch's keys (indices or ``(index, epoch)`` pairs).
+        """
+        size = self._stack_size()
+        if size is None or not items:
+            return [self._item(i) for i in items]
+        out = batch_buffer((len(items), 3, size, size), torch.uint8 if self.uint8 else torch.float32)
+        return Stacked([self._item(i, out[k]) for k, i in enumerate(items)], {"image": out})
+
+    def _pixels(self, img: Image.Image, index: int, epoch: int, out: torch.Tensor | None = None) -> dict[str, Any]:
+        """``image`` (float32 in [-1, 1], augmented) or, in uint8 mode, raw ``image`` plus its augmentation ``seed``;
+        written into ``out`` when given."""
         if self.uint8:
-            return {"image": torch.from_numpy(planes), "seed": self.item_seed(index, epoch)}
+            if out is None:
+                image = torch.from_numpy(_rgb_planes(img))
+            else:
+                _rgb_planes(img, out.numpy())
+                image = out
+            return {"image": image, "seed": self.item_seed(index, epoch)}
+        planes = _rgb_planes(img)
         image = image_to_tensor(planes.transpose(1, 2, 0))  # an (H, W, 3) view: no copy back to channels-last
         if isinstance(self.transform, TileAugment):
             image = self.transform(image, generator=torch.Generator().manual_seed(self.item_seed(index, epoch)))
         elif self.transform is not None:
             image = self.transform(image)
+        if out is not None:
+            if image.shape != out.shape:
+                raise ValueError(f"{type(self).__name__}: tile of shape {tuple(image.shape)} in a batch of "
+                                 f"{tuple(out.shape)} tiles")
+            image = out.copy_(image)
         return {"image": image}
 
 
@@ -266,16 +311,11 @@ class TileDataset(_LabelledTiles):
         state["_handles"] = OrderedDict()
         return state
 
-    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any]:
-        """The tile of ``item``: an index (current epoch) or an ``(index, epoch)`` pair.
-
-        Args:
-            item: index, or ``(index, epoch)``.
-        """
+    def _item(self, item: int | tuple[int, int], out: torch.Tensor | None = None) -> dict[str, Any]:
         index, epoch = self._key(item)
         spec = self.tiles[index]
         return {
-            **self._pixels(read_tile_image(self._slide(spec.slide), spec), index, epoch),
+            **self._pixels(read_tile_image(self._slide(spec.slide), spec), index, epoch, out),
             "label": int(self.labels[index]),
             "slide": spec.slide,
             "location": (spec.x, spec.y),
@@ -354,12 +394,7 @@ class TileFolderDataset(_LabelledTiles):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any]:
-        """The tile of ``item``: an index (current epoch) or an ``(index, epoch)`` pair.
-
-        Args:
-            item: index, or ``(index, epoch)``.
-        """
+    def _item(self, item: int | tuple[int, int], out: torch.Tensor | None = None) -> dict[str, Any]:
         index, epoch = self._key(item)
         f = self.files[index]
         try:
@@ -375,7 +410,7 @@ class TileFolderDataset(_LabelledTiles):
             img = img.resize((self.tile_size, self.tile_size), PIL_RESIZE_FILTER)
             filt = RESIZE_FILTER
         return {
-            **self._pixels(img, index, epoch),
+            **self._pixels(img, index, epoch, out),
             "label": int(self.labels[index]),
             "slide": str(f),
             "location": (0, 0),
@@ -386,7 +421,7 @@ class TileFolderDataset(_LabelledTiles):
         }
 
 
-def _rgb_planes(img: Image.Image) -> np.ndarray:
+def _rgb_planes(img: Image.Image, out: np.ndarray | None = None) -> np.ndarray:
     """The R, G and B planes of an RGB or opaque RGBA image as a (3, H, W) uint8 array (alpha dropped).
 
     The same values as :func:`data.slides.grid.image_to_uint8`, in half the time: PIL extracts each channel plane
@@ -395,11 +430,19 @@ def _rgb_planes(img: Image.Image) -> np.ndarray:
 
     Args:
         img: the tile.
+        out: a (3, H, W) uint8 array to write into (default: a new one).
     """
-    if img.mode not in ("RGB", "RGBA"):
-        return image_to_uint8(img).numpy()
     w, h = img.size
-    out = np.empty((3, h, w), dtype=np.uint8)
+    if out is not None and out.shape != (3, h, w):
+        raise ValueError(f"tile of {w}x{h} px in a batch of {out.shape[2]}x{out.shape[1]} px tiles")
+    if img.mode not in ("RGB", "RGBA"):
+        planes = image_to_uint8(img).numpy()
+        if out is None:
+            return planes
+        out[...] = planes
+        return out
+    if out is None:
+        out = np.empty((3, h, w), dtype=np.uint8)
     for i, band in enumerate("RGB"):
         out[i] = np.frombuffer(img.tobytes("raw", band), dtype=np.uint8).reshape(h, w)
     return out

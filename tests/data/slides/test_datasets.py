@@ -139,3 +139,64 @@ def test_tile_folder_takes_index_epoch_keys(tmp_path):
     assert torch.equal(ds[(1, 0)]["image"], ds[1]["image"])
     ds.set_epoch(6)
     assert torch.equal(ds[(1, 6)]["image"], ds[1]["image"]) and ds[(2, 6)]["slide"].endswith("2.png")
+
+
+def _assert_same_batch(got: dict, want: dict) -> None:
+    """Two collated dict batches hold the same keys in the same order and equal values."""
+    assert list(got) == list(want)
+    for k in want:
+        a, b = got[k], want[k]
+        if isinstance(b, torch.Tensor):
+            assert a.dtype == b.dtype and torch.equal(a.isnan(), b.isnan()), k  # NaN: a folder's unknown mpp
+            assert torch.equal(a.nan_to_num(), b.nan_to_num()), k
+        elif isinstance(b, list) and b and isinstance(b[0], torch.Tensor):
+            assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True)), k
+        else:
+            assert a == b, k
+
+
+def test_batched_items_equal_single_items(slides, tmp_path):
+    """``__getitems__`` + ``collate`` gives ``default_collate`` of the single items, images written in place."""
+    from torch.utils.data import default_collate
+
+    from data.loading import Stacked, collate
+
+    raw = TileDataset([slides["s0"]], tile_size=TS, mpp=0.25, seed=3, uint8=True)
+    augmented = TileDataset([slides["s0"]], tile_size=TS, mpp=0.25, seed=3, transform=TileAugment())
+    (tmp_path / "a").mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((24, 24, 3), 50 * i, np.uint8)).save(tmp_path / "a" / f"{i}.png")
+    folder = TileFolderDataset(tmp_path, tile_size=16, transform=TileAugment(), seed=1)
+    for ds, keys in ((raw, [(5, 1), 2, (0, 4)]), (augmented, [(1, 2), (7, 2), 3]), (folder, [(0, 1), 2, (1, 0)])):
+        items = ds.__getitems__(keys)
+        assert isinstance(items, Stacked)
+        batch = collate(items)
+        assert batch["image"].data_ptr() == items.stacked["image"].data_ptr()  # taken, not stacked again
+        _assert_same_batch(batch, default_collate([ds[k] for k in keys]))
+        _assert_same_batch(default_collate(items), batch)  # a caller's default DataLoader still works
+    odd = TileDataset([slides["s0"]], tile_size=TS, mpp=0.25, transform=lambda x: x[:, :8])
+    items = odd.__getitems__([0, 1])  # a caller's transform may change the shape: plain items
+    assert not isinstance(items, Stacked) and collate(items)["image"].shape == (2, 3, 8, TS)
+    unsized = TileFolderDataset(tmp_path)  # no tile_size: sizes may differ
+    assert not isinstance(unsized.__getitems__([0, 1]), Stacked)
+
+
+def test_batched_loaders_match_single_process(slides):
+    """The datamodules' loaders (workers, ``__getitems__``, ``collate``) deliver the in-process items."""
+    from torch.utils.data import default_collate
+
+    from data.loading import eval_loader, train_loader
+
+    ds = TileDataset([slides["s0"], slides["s2"]], tile_size=TS, mpp=0.25, seed=4, uint8=True)
+    loader = train_loader(ds, batch_size=4, seed=2, num_workers=2, num_samples=12)
+    keys = list(loader.batch_sampler)
+    for batch, ks in zip(loader, keys, strict=True):
+        _assert_same_batch(batch, default_collate([ds[k] for k in ks]))
+    for world, rank in ((1, 0), (len(ds) + 1, len(ds))):  # the last: a rank with no item gets the padding batch
+        batches = list(eval_loader(ds, batch_size=3, rank=rank, world_size=world, num_workers=2))
+        if rank == 0:
+            assert torch.cat([b["eval_index"] for b in batches]).tolist() == list(range(len(ds)))
+            assert torch.equal(torch.cat([b["image"] for b in batches]), torch.stack([ds[i]["image"]
+                                                                                      for i in range(len(ds))]))
+        else:
+            assert len(batches) == 1 and batches[0]["padding"].all() and batches[0]["eval_index"].tolist() == [0]
