@@ -12,6 +12,15 @@ candidates:
   datamodule's training loaders are persistent): the steady state, start-up excluded.
 * ``float32``: ``TileDataset`` normalising in the workers (float32 batches in shared memory). Target >= 0.8.
 * ``items in process``: ``dataset[i]`` in this process, no DataLoader: the dataset's own per-tile cost.
+* ``N raw readers``: ``--workers`` forked processes, each looping ``read_region`` over its share of the tiles,
+  no DataLoader and nothing moved back (a started pool, start-up excluded): what N readers give on this
+  machine. The issue asks that N workers deliver close to N raw readers: the persistent loader's uint8 batches,
+  as delivered to the main process (``delivered``: not normalised, as the raw readers' arrays are not), are
+  reported against this ceiling (target 0.9). On a host whose cores are not independent (a small VM, shared
+  caches and memory bandwidth) this ceiling is below N.
+
+The loaders use :func:`data.loading.collate`, as the datamodules do: a batch's tiles are read straight into one
+tensor (``TileDataset.__getitems__``), in shared memory inside the worker.
 
 Beside the rates: CPU milliseconds per tile of each path (this process plus its reaped workers; steadier than
 wall time when other jobs share the cores), the DataLoader's transport ceiling (constant tiles, no reading) and
@@ -23,6 +32,7 @@ two workers cannot be twice as fast as one reader.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import resource
 import tempfile
@@ -36,9 +46,13 @@ import openslide
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from data.loading import collate
 from data.slides import TileDataset, make_phantom_slide, uint8_to_unit
 
 QUICK = ["--repeats", "1"]  # run_all.py --quick: every path once (tile count kept: start-up would dominate)
+
+#: (path, baseline) pairs whose rate ratio is reported as the median over rounds of that round's ratio.
+RATIOS = (("uint8", "raw"), ("uint8_persistent", "raw"), ("delivered", "raw_n"), ("raw_n", "raw"), ("float32", "raw"))
 
 
 def _cpu() -> float:
@@ -70,6 +84,31 @@ def raw_read(dataset: TileDataset, indices: list[int]) -> None:
         np.asarray(h.read_region((t.x, t.y), t.level, (t.read_size, t.read_size)).convert("RGB"))
     for h in handles.values():
         h.close()
+
+
+def _raw_share(job: tuple[TileDataset, list[int]]) -> float:
+    """CPU seconds of :func:`raw_read` on one share of the tiles (runs in a pool process)."""
+    c0 = time.process_time()
+    raw_read(*job)
+    return time.process_time() - c0
+
+
+def parallel_raw_read(dataset: TileDataset, indices: list[int], readers: int) -> tuple[float, float]:
+    """(wall, CPU) seconds of ``readers`` forked processes each reading every ``readers``-th tile raw.
+
+    The pool is started and warmed before the clock starts; nothing is sent back but CPU times, so this is
+    the machine's ceiling for ``readers`` readers (no transport at all).
+
+    Args:
+        dataset: the dataset whose tile specs are read.
+        indices: tiles to read.
+        readers: processes.
+    """
+    with multiprocessing.get_context("fork").Pool(readers) as pool:
+        pool.map(_raw_share, [(dataset, indices[r: r + 8]) for r in range(readers)])  # start, open, warm
+        t0 = time.perf_counter()
+        cpu = pool.map(_raw_share, [(dataset, indices[r::readers]) for r in range(readers)])
+        return time.perf_counter() - t0, sum(cpu)
 
 
 def item_read(dataset: TileDataset, indices: list[int]) -> None:
@@ -112,11 +151,11 @@ def transport_only(n: int, tile_size: int, *, batch_size: int, workers: int,
         pass
 
 
-def _consume(loader: DataLoader, device: torch.device) -> int:
+def _consume(loader: DataLoader, device: torch.device, normalise: bool = True) -> int:
     n = 0
     for batch in loader:
         image = batch["image"].to(device, non_blocking=True)
-        if image.dtype == torch.uint8:
+        if image.dtype == torch.uint8 and normalise:
             image = uint8_to_unit(image)
         n += image.shape[0]
     if device.type == "cuda":
@@ -135,7 +174,8 @@ def loader_read(dataset: TileDataset, indices: list[int], *, batch_size: int, wo
         workers: DataLoader worker processes.
         device: where batches go and uint8 tiles are normalised.
     """
-    loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, num_workers=workers, shuffle=False)
+    loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, num_workers=workers, shuffle=False,
+                        collate_fn=collate)  # as data.loading's loaders: a batch's tiles read into one tensor
     assert _consume(loader, device) == len(indices)
 
 
@@ -149,7 +189,7 @@ def _proc_cpu(pid: int) -> float | None:
 
 
 def persistent_read(dataset: TileDataset, indices: list[int], *, batch_size: int, workers: int,
-                    device: torch.device) -> tuple[float, float]:
+                    device: torch.device, normalise: bool = True) -> tuple[float, float]:
     """(wall, CPU) seconds of the SECOND pass of a loader with persistent workers (start-up excluded).
 
     CPU: this process's plus the live workers' (``/proc/<pid>/stat``) during the second pass; where the workers
@@ -161,12 +201,13 @@ def persistent_read(dataset: TileDataset, indices: list[int], *, batch_size: int
         batch_size: tiles per batch.
         workers: DataLoader worker processes.
         device: where batches go and uint8 tiles are normalised.
+        normalise: normalise uint8 tiles (False: the batches as delivered to the main process).
     """
     loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, num_workers=workers, shuffle=False,
-                        persistent_workers=True)
+                        persistent_workers=True, collate_fn=collate)
     c0 = _cpu()
     t0 = time.perf_counter()
-    _consume(loader, device)
+    _consume(loader, device, normalise)
     pids = [w.pid for w in getattr(loader._iterator, "_workers", [])]  # the persistent iterator's processes
 
     def workers_cpu() -> float | None:
@@ -174,7 +215,7 @@ def persistent_read(dataset: TileDataset, indices: list[int], *, batch_size: int
         return None if not got or None in got else sum(got)  # type: ignore[arg-type]
 
     w1, m1, t1 = workers_cpu(), time.process_time(), time.perf_counter()
-    _consume(loader, device)
+    _consume(loader, device, normalise)
     w2, m2, t2 = workers_cpu(), time.process_time(), time.perf_counter()
     del loader  # joins the workers
     if w1 is not None and w2 is not None:
@@ -192,13 +233,16 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--tiles", type=int, default=1500, help="tiles read by each path (fewer if the slides hold fewer)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=2, help="passes over the tiles; each path keeps its best")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="rounds, each path once per round; rates are each path's best round, ratios the median of "
+                         "the rounds' ratios")
     ap.add_argument("--device", default="cpu", help="where uint8 tiles are normalised (cuda: as in GPU training)")
     return ap
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
-    """Every path's best (wall, CPU) seconds over ``args.repeats`` passes, the settings and the machine load.
+    """Every path's best (wall, CPU) seconds over ``args.repeats`` rounds, the per-round ratios' medians
+    (``ratios``), the settings and the machine load.
 
     Args:
         args: the parsed command line.
@@ -221,17 +265,25 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         raw_read(ds, indices[: min(64, n)])  # warm the OS file cache
         kw = dict(batch_size=args.batch_size, workers=args.workers)
 
-        def best(fn: Callable[[], tuple[float, float]]) -> tuple[float, float]:
-            return min((fn() for _ in range(args.repeats)), key=lambda t: t[0])
-
-        out["raw"] = best(lambda: _timed(lambda: raw_read(ds, indices)))
-        out["items"] = best(lambda: _timed(lambda: item_read(raw_ds, indices)))
-        out["items_f32"] = best(lambda: _timed(lambda: item_read(ds, indices)))
-        out["uint8"] = best(lambda: _timed(lambda: loader_read(raw_ds, indices, device=device, **kw)))
-        out["uint8_persistent"] = best(lambda: persistent_read(raw_ds, indices, device=device, **kw))
-        out["float32"] = best(lambda: _timed(lambda: loader_read(ds, indices, device=device, **kw)))
-        out["moved_f32"] = best(lambda: _timed(lambda: transport_only(n, args.tile_size, **kw)))
-        out["moved_u8"] = best(lambda: _timed(lambda: transport_only(n, args.tile_size, dtype=torch.uint8, **kw)))
+        paths: dict[str, Callable[[], tuple[float, float]]] = {
+            "raw": lambda: _timed(lambda: raw_read(ds, indices)),
+            "raw_n": lambda: parallel_raw_read(ds, indices, args.workers),
+            "items": lambda: _timed(lambda: item_read(raw_ds, indices)),
+            "items_f32": lambda: _timed(lambda: item_read(ds, indices)),
+            "uint8": lambda: _timed(lambda: loader_read(raw_ds, indices, device=device, **kw)),
+            "uint8_persistent": lambda: persistent_read(raw_ds, indices, device=device, **kw),
+            "delivered": lambda: persistent_read(raw_ds, indices, device=device, normalise=False, **kw),
+            "float32": lambda: _timed(lambda: loader_read(ds, indices, device=device, **kw)),
+            "moved_f32": lambda: _timed(lambda: transport_only(n, args.tile_size, **kw)),
+            "moved_u8": lambda: _timed(lambda: transport_only(n, args.tile_size, dtype=torch.uint8, **kw)),
+        }
+        rounds: list[dict[str, tuple[float, float]]] = []
+        for _ in range(args.repeats):  # every path once per round: a ratio compares paths of the same round
+            rounds.append({k: fn() for k, fn in paths.items()})
+        for k in paths:  # each path's best round
+            out[k] = min((r[k] for r in rounds), key=lambda t: t[0])
+        out["ratios"] = {f"{a}/{b}": float(np.median([r[b][0] / r[a][0] for r in rounds]))
+                         for a, b in RATIOS}
         out["n"], out["spec"], out["n_tiles"] = n, ds.tiles[0], len(ds)
     out["load"] = load.stop()
     return out
@@ -245,9 +297,9 @@ def to_rows(res: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any
         args: the parsed command line.
     """
     n, spec, load = res["n"], res["spec"], res["load"]
-    rate = {k: n / res[k][0] for k in ("raw", "items", "items_f32", "uint8", "uint8_persistent", "float32",
-                                       "moved_f32", "moved_u8")}
-    ms = {k: 1e3 * res[k][1] / n for k in ("raw", "items", "items_f32", "uint8", "uint8_persistent", "float32")}
+    paths = ("raw", "raw_n", "delivered", "items", "items_f32", "uint8", "uint8_persistent", "float32")
+    rate = {k: n / res[k][0] for k in paths + ("moved_f32", "moved_u8")}
+    ms = {k: 1e3 * res[k][1] / n for k in paths}
     setting = (f"{n} tiles of {args.tile_size}px at {args.mpp} um/px (level {spec.level}, read {spec.read_size}px), "
                f"batch {args.batch_size}, {args.workers} workers, normalised on {args.device}")
     base = dict(baseline_name="raw read_region, 1 process", baseline=rate["raw"], unit="tiles/s")
@@ -259,18 +311,29 @@ def to_rows(res: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any
     extra = {"machine": load.as_dict(), "cpu_ms_per_tile_raw": ms["raw"]}
     return [
         harness.row("tiles", f"TileDataset uint8, DataLoader {args.workers} workers, to [-1, 1] after", **base,
-                    result=rate["uint8"], target=1.5,
+                    result=rate["uint8"], target=1.5, ratio=res["ratios"]["uint8/raw"],
                     detail=f"{setting}; worker start-up included; {cpu_raw}, this path {ms['uint8']:.2f} ms "
                            f"(workers + main), {bound('uint8')}; uint8 transport ceiling {rate['moved_u8']:.0f} "
                            f"tiles/s; {load}",
                     cpu_ms_per_tile=ms["uint8"], transport_ceiling=rate["moved_u8"], **extra),
         harness.row("tiles", f"TileDataset uint8, {args.workers} persistent workers, 2nd pass", **base,
-                    result=rate["uint8_persistent"], target=1.5,
+                    result=rate["uint8_persistent"], target=1.5, ratio=res["ratios"]["uint8_persistent/raw"],
                     detail=f"steady state (start-up excluded); {cpu_raw}, this path {ms['uint8_persistent']:.2f} ms, "
                            f"{bound('uint8_persistent')}",
                     cpu_ms_per_tile=ms["uint8_persistent"], **extra),
+        harness.row("tiles", f"TileDataset uint8, {args.workers} persistent workers, delivered, vs {args.workers} "
+                    f"raw readers", baseline_name=f"raw read_region, {args.workers} processes in parallel",
+                    baseline=rate["raw_n"], unit="tiles/s", result=rate["delivered"], target=0.9,
+                    ratio=res["ratios"]["delivered/raw_n"],
+                    detail=f"N workers against N raw readers (the issue's 'close to N raw readers'): uint8 batches "
+                           f"in the main process, steady state; the {args.workers} raw readers alone reach "
+                           f"{res['ratios']['raw_n/raw']:.2f}x one reader here (CPU/tile {ms['raw_n']:.2f} ms, "
+                           f"{ms['raw']:.2f} ms alone); this path {ms['delivered']:.2f} ms; normalising on "
+                           f"{args.device} as well gives {rate['uint8_persistent'] / rate['raw_n']:.2f}x",
+                    readers_vs_one=res["ratios"]["raw_n/raw"], cpu_ms_per_tile_raw_n=ms["raw_n"],
+                    cpu_ms_per_tile=ms["delivered"], **extra),
         harness.row("tiles", f"TileDataset float32, DataLoader {args.workers} workers", **base,
-                    result=rate["float32"], target=0.8,
+                    result=rate["float32"], target=0.8, ratio=res["ratios"]["float32/raw"],
                     detail=f"normalised in the workers, float32 batches in shared memory; {cpu_raw}, this path "
                            f"{ms['float32']:.2f} ms, {bound('float32')}; float32 transport ceiling "
                            f"{rate['moved_f32']:.0f} tiles/s",
@@ -306,21 +369,29 @@ def main(argv: list[str] | None = None) -> int:
           f"indexed {res['n_tiles']} tiles in {res['t_index']:.2f} s")
     print(f"tiles: {n} x {args.tile_size}px at {args.mpp} um/px (level {spec.level}, read {spec.read_size}px, "
           f"resize {spec.resize_filter})")
-    lines = (("raw read_region + RGB (1 process)", "raw"), ("TileDataset(uint8) items, in process", "items"),
+    lines = (("raw read_region + RGB (1 process)", "raw"),
+             (f"raw read_region + RGB ({args.workers} processes in parallel)", "raw_n"),
+             ("TileDataset(uint8) items, in process", "items"),
              ("TileDataset items, in process", "items_f32"),
              (f"TileDataset(uint8) + DataLoader ({args.workers} workers) + to [-1, 1]", "uint8"),
              ("  the same, persistent workers, 2nd pass", "uint8_persistent"),
+             ("  the same, uint8 batches as delivered (not normalised)", "delivered"),
              (f"TileDataset + DataLoader ({args.workers} workers)", "float32"),
              ("  (float32 transport alone, no reading)", "moved_f32"), ("  (uint8 transport alone, no reading)",
                                                                         "moved_u8"))
     for name, key in lines:
         wall, cpu = res[key]
         print(f"{name:58s} {n / wall:8.1f} tiles/s  {1e3 * cpu / n:5.2f} ms CPU/tile")
-    raw = res["raw"][0]
-    for name, key, target in (("uint8", "uint8", 1.5), ("uint8 persistent", "uint8_persistent", 1.5),
-                              ("float32", "float32", 0.8)):
-        ratio = raw / res[key][0]
-        print(f"ratio TileDataset {name} / raw: {ratio:.2f} (target >= {target}){'' if ratio >= target else '  BELOW'}")
+    rounds = f"median of {args.repeats} rounds"
+    for name, key, target in (("TileDataset uint8 / raw", "uint8/raw", 1.5),
+                              ("TileDataset uint8 persistent / raw", "uint8_persistent/raw", 1.5),
+                              ("TileDataset float32 / raw", "float32/raw", 0.8),
+                              (f"TileDataset uint8 persistent, delivered / {args.workers} raw readers",
+                               "delivered/raw_n", 0.9)):
+        ratio = res["ratios"][key]
+        print(f"ratio {name}: {ratio:.2f} (target >= {target}; {rounds}){'' if ratio >= target else '  BELOW'}")
+    print(f"ratio {args.workers} raw readers / 1 raw reader: {res['ratios']['raw_n/raw']:.2f} (the machine's ceiling; "
+          f"{rounds})")
     print(res["load"])
     return 0
 
