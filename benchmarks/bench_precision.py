@@ -11,6 +11,7 @@ figures the README asks for; on a CPU the result depends on its bf16 units (this
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from typing import Any
 
@@ -67,19 +68,19 @@ def measure(kind: str, size: int, batch: int, steps: int, device: str, precision
     return (clock.seen - warmup) * batch / max(clock.stop - clock.start, 1e-9)
 
 
-def _args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser()
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", choices=("cyclegan", "pix2pix"), default="cyclegan")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    return ap.parse_args(argv)
+    return ap
 
 
 def rows(quick: bool = False, argv: list[str] | None = None) -> list[dict[str, Any]]:
     """One row per variant against float32 contiguous, measured in this run."""
-    args = _args((QUICK if quick else []) + list(argv or []))
+    args = _parser().parse_args((QUICK if quick else []) + list(argv or []))
     rates = {v: measure(args.model, args.size, args.batch, args.steps, args.device, *v) for v in VARIANTS}
     base = rates[VARIANTS[0]]
     out = []
@@ -92,8 +93,12 @@ def rows(quick: bool = False, argv: list[str] | None = None) -> list[dict[str, A
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Print the rows."""
-    print(harness.format_table(rows(argv=argv)))
+    """Print the rows.
+
+    Args:
+        argv: command-line arguments (default: ``sys.argv[1:]``).
+    """
+    print(harness.format_table(rows(argv=sys.argv[1:] if argv is None else argv)))
 
 
 if __name__ == "__main__":

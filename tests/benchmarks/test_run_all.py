@@ -92,3 +92,25 @@ def test_machine_info_and_load(mods):
     load = harness.MachineLoad().stop()
     assert set(load.as_dict()) == {"loadavg_start", "loadavg_end", "others_cores", "quiet"}
     assert "cores" in str(load)
+
+
+def test_the_gpu_check_commands_parse(mods):
+    """Every benchmark that benchmarks/gpu_check.sh runs accepts that line's arguments (a device session has one
+    try: an unknown or silently ignored flag there costs the whole check)."""
+    import importlib
+    import shlex
+
+    lines = [ln.split() for ln in (BENCH / "gpu_check.sh").read_text().splitlines() if ln.startswith("run ")]
+    assert len(lines) >= 6
+    assert sum(int(ln[2]) for ln in lines) <= 480, "the steps' limits must fit one device call with room to spare"
+    assert len(lines) + 2 <= 8, "the device tool brings back 8 files: one per step, env.txt and status.txt"
+    for _, name, _limit, script, *args in lines:
+        mod = importlib.import_module(Path(script).stem)
+        parsed = vars(mod._parser().parse_args(args))
+        for flag, value in zip(args, args[1:]):
+            if flag.startswith("--") and not value.startswith("--"):
+                key = flag[2:].replace("-", "_")
+                got = parsed[key]
+                got = got[0] if isinstance(got, list) else got
+                assert str(got) == value, (name, shlex.join(args), key, got)
+        assert parsed["device"] == "cuda", name
