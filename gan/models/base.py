@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import warnings
 from typing import Any, Iterable, Iterator
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import nn
 
 from gan.models.config import OptimConfig, as_config, config_dict
@@ -186,9 +188,17 @@ class GANModule(L.LightningModule):
         broadcast_tensors(stats)
 
     def setup(self, stage: str) -> None:
-        """Lightning hook: refuse a strategy known to break GAN training (see :mod:`gan.models.strategy`)."""
+        """Lightning hook: refuse a strategy known to break GAN training (see :mod:`gan.models.strategy`).
+
+        Under DDP, also silences Lightning's advice to log this module's epoch-level values with ``sync_dist=True``:
+        they are already the same on every rank (torchmetrics ``compute()`` syncs on every rank; the training
+        losses' epoch means are all-reduced), and a mean over ranks would only add rounding.
+        """
         if stage == "fit" and self._trainer is not None:
             check_strategy(self.trainer)
+        if self._trainer is not None and self.world > 1:
+            warnings.filterwarnings("ignore", message=r"It is recommended to use `self\.log\('(train|val|test)/",
+                                    category=PossibleUserWarning)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Lightning hook: seed the random draws of this iteration."""
@@ -294,9 +304,14 @@ class GANModule(L.LightningModule):
                 s.step()
 
     def on_train_epoch_end(self) -> None:
-        """Log the epoch means of the training losses."""
+        """Log the epoch means of the training losses, over the samples of every rank (under DDP each rank holds
+        its own chunks' sums; they are all-reduced, so every rank logs the single process's mean)."""
         if self._loss_count > 0:
-            self.log_dict({f"{k}_epoch": (v / self._loss_count).float() for k, v in self._loss_sums.items()},
+            keys = sorted(self._loss_sums)  # the same losses on every rank: one schedule of lazy regularisation
+            sums = torch.stack([self._loss_sums[k].detach().double() for k in keys]
+                               + [torch.tensor(float(self._loss_count), dtype=torch.float64, device=self.device)])
+            sums = self.all_sum(sums)
+            self.log_dict({f"{k}_epoch": (sums[i] / sums[-1]).float() for i, k in enumerate(keys)},
                           on_step=False, on_epoch=True)
         self._loss_sums, self._loss_count = {}, 0
 

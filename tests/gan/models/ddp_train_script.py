@@ -149,7 +149,8 @@ def main() -> None:
         name, kw = run + prec, dict(precision=prec)
         if run == "full":
             model, trainer = fit(args, run, epochs=args.epochs, **kw)
-            metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+            metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
+                       if k.startswith("val/") or (k.startswith("train/") and k.endswith("_epoch"))}
             record(args, name, model, trainer, metrics)
         elif run == "half":
             fit(args, run, epochs=args.epochs // 2, **kw)
