@@ -155,11 +155,16 @@ def _assert_same_batch(got: dict, want: dict) -> None:
             assert a == b, k
 
 
-def test_batched_items_equal_single_items(slides, tmp_path):
-    """``__getitems__`` + ``collate`` gives ``default_collate`` of the single items, images written in place."""
+def test_batched_items_equal_single_items(slides, tmp_path, monkeypatch):
+    """``__getitems__`` + ``collate`` gives ``default_collate`` of the single items, images written in place (as
+    inside a DataLoader worker; in the main process the items stay plain)."""
     from torch.utils.data import default_collate
 
     from data.loading import Stacked, collate
+
+    plain = TileDataset([slides["s0"]], tile_size=TS, mpp=0.25, uint8=True).__getitems__([0, 1])
+    assert not isinstance(plain, Stacked) and len(plain) == 2  # main process: nothing to send
+    monkeypatch.setattr("data.slides.datasets.get_worker_info", lambda: object())  # as in a worker
 
     raw = TileDataset([slides["s0"]], tile_size=TS, mpp=0.25, seed=3, uint8=True)
     augmented = TileDataset([slides["s0"]], tile_size=TS, mpp=0.25, seed=3, transform=TileAugment())
