@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
 import sys
 import tempfile
 import time
@@ -26,12 +24,6 @@ import torch  # noqa: E402
 
 from gan.models.strategy import GANDDPStrategy  # noqa: E402
 from tests.gan.models.ddp_train_script import build  # noqa: E402  (the DDP tests' tiny modules)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_data(root: Path) -> dict[str, str]:
@@ -93,8 +85,6 @@ def main(argv: list[str] | None = None) -> int:
         print("gpu_ddp_check: no CUDA device (--device cpu tries the script on the CPU)", file=sys.stderr)
         return 2
     torch.backends.cudnn.benchmark = False
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(_free_port()))
     with tempfile.TemporaryDirectory(prefix="gpu_ddp_") as tmp:
         args.out = Path(tmp)
         data = write_data(Path(tmp))
